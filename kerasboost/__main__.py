@@ -1,0 +1,3 @@
+from kerasboost.cli import main
+
+main()

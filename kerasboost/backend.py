@@ -1,0 +1,114 @@
+"""The only place that picks the Keras backend, seeds the run and sets the precision policy.
+
+Keras fixes its backend when it is first imported, so `select_backend` must run before anything
+imports keras. TensorFlow is imported on every backend (tf.data, tokenizers, summaries); its C++
+start-up chatter is silenced here for users.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from kerasboost.errors import InputError
+from kerasboost.recipe import BACKENDS
+
+_QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "3",
+}
+
+
+def resolve_backend(cli_backend: Optional[str], recipe_backend: Optional[str]) -> str:
+    """`--backend` > `KERAS_BACKEND` > recipe `backend:` > ~/.keras/keras.json > tensorflow."""
+    env_backend = os.environ.get("KERAS_BACKEND") or None
+    for origin, name in (("--backend", cli_backend), ("KERAS_BACKEND", env_backend), ("backend", recipe_backend)):
+        if name:
+            if name not in BACKENDS:
+                raise InputError(f"{origin}: unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
+            return name
+    return _keras_json_backend() or "tensorflow"
+
+
+def _keras_json_backend() -> Optional[str]:
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        name = json.loads((keras_home / "keras.json").read_text()).get("backend")
+    except (OSError, ValueError):
+        return None
+    return name if name in BACKENDS else None
+
+
+def select_backend(name: str) -> None:
+    """Sets KERAS_BACKEND and imports TensorFlow quietly; must run before keras is imported."""
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise RuntimeError(f"keras was already imported with backend {keras.backend.backend()!r}")
+    os.environ["KERAS_BACKEND"] = name
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if name == "jax":
+        # Keep TensorFlow (used only for tf.data here) from grabbing accelerator memory.
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    with _stderr_silenced():
+        import tensorflow as tf  # noqa: F401  (imported here so its start-up noise is swallowed)
+    if name != "tensorflow":
+        tf.config.set_visible_devices([], "GPU")
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """TensorFlow's C++ logs before absl is initialised bypass TF_CPP_MIN_LOG_LEVEL; drop fd 2 briefly."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and the backend's RNG (keras.utils.set_random_seed covers all three)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def set_precision(policy: str) -> None:
+    import keras
+
+    keras.config.set_dtype_policy(policy)
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import keras_hub
+    import tensorflow as tf
+
+    found = {"keras": keras.__version__, "keras-hub": keras_hub.__version__, "tensorflow": tf.__version__}
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        found["jax"] = jax.__version__
+    elif backend == "torch":
+        import torch
+
+        found["torch"] = torch.__version__
+    return found

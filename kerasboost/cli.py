@@ -1,0 +1,121 @@
+"""The `kerasboost` command line.
+
+Exit codes: 0 success; 2 bad recipe, data or usage (one line naming the file or key); 1 runtime
+failure (short message; traceback with --debug). Only `run` imports keras, after choosing the backend.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import yaml
+
+from kerasboost import __version__
+from kerasboost.errors import InputError
+from kerasboost.recipe import BACKENDS, check_files, load_recipe
+
+_SET_HELP = "Override a recipe key, typed by the schema, e.g. --set train.batch_size=8 (repeatable)."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kerasboost")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Train language models with Keras 3 on TensorFlow, JAX or PyTorch from YAML recipes."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Run directory (default runs/<name>/<timestamp>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output-dir (default runs/<name>/latest) from its last checkpoint.")
+def run(recipe: str, overrides: tuple[str, ...], backend: str | None, output_dir: str | None, resume: bool) -> None:
+    """Train the model that RECIPE describes."""
+    from kerasboost.backend import resolve_backend, select_backend
+
+    loaded = load_recipe(recipe, overrides)
+    check_files(loaded, source=recipe)
+    select_backend(resolve_backend(backend, loaded.backend))
+    from kerasboost.runner import run as run_recipe
+
+    run_recipe(loaded, output_dir=output_dir, resume=resume)
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def validate(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Check recipes against the schema and the files they name, without training."""
+    failed = 0
+    for path in recipes:
+        try:
+            loaded = load_recipe(path, overrides)
+            check_files(loaded, source=path)
+        except InputError as err:
+            click.echo(f"error: {err}", err=True)
+            failed += 1
+            continue
+        click.echo(f"ok: {path} (task {loaded.task}, {loaded.model.backbone})")
+    if failed:
+        sys.exit(2)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def show(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Print RECIPE fully resolved: base files merged, overrides applied, defaults filled in."""
+    click.echo(load_recipe(recipe, overrides).to_yaml(), nl=False)
+
+
+@cli.command("recipes")
+def list_recipes() -> None:
+    """List the bundled recipes with their descriptions."""
+    directory = bundled_recipes_dir()
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            description = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", "")
+        except yaml.YAMLError:
+            description = "(unreadable)"
+        click.echo(f"{str(path):<36} {description}")
+
+
+def bundled_recipes_dir() -> Path:
+    """recipes/ of the source checkout this package runs from."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def main() -> None:
+    """Console entry point: turns exceptions into the documented exit codes and one-line messages."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as err:
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
+        click.echo(f"error: {err.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except InputError as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001  (any other failure is a runtime error: exit 1)
+        if debug:
+            traceback.print_exc()
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        click.echo(f"error: {type(err).__name__}: {message}" + ("" if debug else " (run with --debug for the traceback)"), err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Data: sources ► documents ► tokenizer ► task examples ► tf.data."""

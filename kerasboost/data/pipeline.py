@@ -1,0 +1,73 @@
+"""The one input pipeline every task shares: a seeded, resumable stream of batches.
+
+Examples live in memory as NumPy arrays (tokenised once). The order of every epoch is a seeded
+permutation, and the per-batch transform (masking, ...) gets a seed made of the recipe seed and the
+global batch index. So batch `k` is the same whether a run got there in one go or resumed at step `k`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from kerasboost.errors import DataError
+
+# A per-batch transform: (batch of examples, stateless seed) -> (x, y, sample_weight).
+BatchTransform = Callable
+
+
+def example_order(num_examples: int, batch_size: int, seed: int, start_batch: int, num_batches: int) -> np.ndarray:
+    """Example indices of batches [start_batch, start_batch + num_batches) as a (num_batches, batch) array.
+
+    Each epoch is a fresh permutation seeded by (seed, epoch); a batch never straddles two epochs.
+    """
+    per_epoch = num_examples // batch_size
+    if per_epoch == 0:
+        raise DataError(f"train.batch_size: a batch of {batch_size} is larger than the {num_examples} training examples")
+    rows = []
+    epoch = start_batch // per_epoch
+    offset = start_batch - epoch * per_epoch
+    while len(rows) < num_batches:
+        permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
+        batches = permutation[: per_epoch * batch_size].reshape(per_epoch, batch_size)
+        rows.extend(batches[offset:])
+        epoch, offset = epoch + 1, 0
+    return np.stack(rows[:num_batches]).astype(np.int64)
+
+
+def training_batches(
+    examples: dict[str, np.ndarray],
+    transform: BatchTransform,
+    batch_size: int,
+    seed: int,
+    start_batch: int,
+    num_batches: int,
+):
+    """tf.data of batches [start_batch, start_batch + num_batches), transformed with per-batch seeds."""
+    num_examples = len(next(iter(examples.values())))
+    order = example_order(num_examples, batch_size, seed, start_batch, num_batches)
+    table = {name: tf.constant(values) for name, values in examples.items()}
+    indices = tf.data.Dataset.from_tensor_slices((np.arange(start_batch, start_batch + num_batches), order))
+
+    def gather(batch_index, rows):
+        batch = {name: tf.gather(values, rows) for name, values in table.items()}
+        return transform(batch, tf.stack([tf.constant(seed, tf.int64), batch_index]))
+
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_batches(examples: dict[str, np.ndarray], transform: BatchTransform, batch_size: int, seed: int, limit: Optional[int] = None):
+    """tf.data of fixed validation batches (in order, same masks on every evaluation), cached."""
+    if len(next(iter(examples.values()))) == 0:
+        raise DataError("data.validation_split: the validation set is empty; raise it or give data.validation_source")
+    dataset = tf.data.Dataset.from_tensor_slices(examples).batch(batch_size)
+    if limit is not None:
+        dataset = dataset.take(limit)
+    dataset = dataset.enumerate().map(
+        lambda index, batch: transform(batch, tf.stack([tf.constant(seed, tf.int64), index])),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return dataset.cache().prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,32 @@
+"""Backbones from a recipe's `model:` section: an explicit config, or a local preset directory.
+
+`model.preset` may be a keras-hub preset directory (e.g. an earlier run's export) or a Hugging Face
+checkpoint directory (config.json + model.safetensors), which keras-hub converts. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras_hub
+
+from kerasboost.errors import InputError
+from kerasboost.recipe import ModelConfig
+
+_BACKBONES = {"bert": "BertBackbone"}
+
+
+def build_backbone(config: ModelConfig, vocabulary_size: int):
+    """The keras-hub backbone named by `config.backbone`, built under the current dtype policy."""
+    backbone_class = getattr(keras_hub.models, _BACKBONES[config.backbone])
+    if config.preset:
+        preset = Path(config.preset)
+        if not (preset / "config.json").is_file():
+            raise InputError(f"model.preset: {preset} holds no config.json (neither a keras-hub preset nor a Hugging Face checkpoint)")
+        backbone = backbone_class.from_preset(str(preset))
+        if backbone.vocabulary_size != vocabulary_size:
+            raise InputError(
+                f"model.preset: the backbone's vocabulary has {backbone.vocabulary_size} tokens but the tokenizer has {vocabulary_size}"
+            )
+        return backbone
+    return backbone_class(vocabulary_size=vocabulary_size, **config.config.model_dump())

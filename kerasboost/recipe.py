@@ -1,0 +1,319 @@
+"""Recipes: the YAML schema, `base:` inheritance and `--set` overrides.
+
+This module imports no ML library, so `kerasboost validate`, `show` and `--help` stay fast.
+Every problem becomes a `RecipeError` whose one-line message names the file and the key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kerasboost.errors import RecipeError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+BUILTIN_PREFIX = "builtin:"
+
+
+class _Section(BaseModel):
+    """Strict by default: an unknown key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    source: Union[str, list[str]] = "builtin:pydocs"
+    format: Literal["auto", "text", "jsonl", "csv"] = "auto"
+    document_split: Literal["line", "blank_line"] = "blank_line"
+    field: str = "text"
+    max_documents: Optional[int] = Field(default=None, gt=0)
+    validation_source: Optional[Union[str, list[str]]] = None
+    validation_split: float = Field(default=0.05, ge=0.0, lt=1.0)
+    sequence_length: int = Field(default=128, ge=8)
+    vocabulary: Optional[str] = None
+    vocabulary_size: int = Field(default=8000, ge=100)
+    lowercase: bool = True
+    mask_rate: float = Field(default=0.15, gt=0.0, lt=1.0)
+    max_predictions: Optional[int] = Field(default=None, gt=0)
+
+    @property
+    def sources(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    @property
+    def validation_sources(self) -> list[str]:
+        if self.validation_source is None:
+            return []
+        if isinstance(self.validation_source, str):
+            return [self.validation_source]
+        return list(self.validation_source)
+
+
+class BackboneConfig(_Section):
+    """Arguments of keras-hub's backbone constructor (the vocabulary size comes from the tokenizer)."""
+
+    num_layers: int = Field(default=2, gt=0)
+    num_heads: int = Field(default=2, gt=0)
+    hidden_dim: int = Field(default=128, gt=0)
+    intermediate_dim: int = Field(default=512, gt=0)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    max_sequence_length: int = Field(default=512, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "BackboneConfig":
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    backbone: Literal["bert"] = "bert"
+    config: BackboneConfig = Field(default_factory=BackboneConfig)
+    preset: Optional[str] = None
+
+
+class TrainConfig(_Section):
+    batch_size: int = Field(default=32, gt=0)
+    steps: Optional[int] = Field(default=None, gt=0)
+    epochs: Optional[int] = Field(default=None, gt=0)
+    learning_rate: float = Field(default=5e-4, gt=0.0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int = Field(default=0, ge=0)
+    end_learning_rate: float = Field(default=0.0, ge=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    beta_1: float = Field(default=0.9, gt=0.0, lt=1.0)
+    beta_2: float = Field(default=0.999, gt=0.0, lt=1.0)
+    epsilon: float = Field(default=1e-6, gt=0.0)
+    clip_norm: Optional[float] = Field(default=1.0, gt=0.0)
+    gradient_accumulation: int = Field(default=1, ge=1)
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    eval_every: int = Field(default=100, gt=0)
+    eval_batches: Optional[int] = Field(default=None, gt=0)
+    jit_compile: Union[bool, Literal["auto"]] = "auto"
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "TrainConfig":
+        if self.steps is None and self.epochs is None:
+            self.steps = 1000
+        elif self.steps is not None and self.epochs is not None:
+            raise ValueError("give train.steps or train.epochs, not both")
+        if self.batch_size % self.gradient_accumulation:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by "
+                f"gradient_accumulation ({self.gradient_accumulation}): batch_size is the global batch"
+            )
+        return self
+
+
+class LoggingConfig(_Section):
+    every_steps: int = Field(default=10, gt=0)
+    tensorboard: bool = True
+
+
+class CheckpointConfig(_Section):
+    every_steps: Optional[int] = Field(default=None, gt=0)
+    keep: int = Field(default=2, gt=0)
+
+
+class ExportConfig(_Section):
+    preset: bool = True
+
+
+class Recipe(_Section):
+    """A whole training job. Section and key names are the recipe's YAML keys."""
+
+    name: str = Field(default="run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    backend: Optional[Literal["tensorflow", "jax", "torch"]] = None
+    task: Literal["mlm"] = "mlm"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Recipe":
+        every = self.checkpoint.every_steps
+        if every is not None and every % self.train.eval_every:
+            raise ValueError(
+                f"checkpoint.every_steps ({every}) must be a multiple of train.eval_every "
+                f"({self.train.eval_every}): checkpoints are taken after validation"
+            )
+        if self.data.sequence_length > self.model.config.max_sequence_length:
+            raise ValueError(
+                f"data.sequence_length ({self.data.sequence_length}) exceeds "
+                f"model.config.max_sequence_length ({self.model.config.max_sequence_length})"
+            )
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Loads `path`, resolves `base:` files, applies `key.path=value` overrides and validates."""
+    path = Path(path)
+    raw = _load_with_bases(path, stack=())
+    for override in overrides:
+        _apply_override(raw, override)
+    return _validate(raw, source=str(path))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError(f"{path}: YAML syntax error: {where}{problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _load_with_bases(path: Path, stack: tuple[Path, ...]) -> dict:
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in (*stack, resolved))
+        raise RecipeError(f"{path}: base: cycle: {chain}")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError(f"{path}: base: must be a path to another recipe, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise RecipeError(f"{path}: base: file not found: {base_path}")
+    return _deep_merge(_load_with_bases(base_path, (*stack, resolved)), data)
+
+
+def _deep_merge(base: dict, child: dict) -> dict:
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"--set {override}: expected KEY.PATH=VALUE, e.g. train.batch_size=8")
+    parts = key.split(".")
+    _check_path(parts, where=f"--set {key}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _check_path(parts: list[str], where: str) -> None:
+    """Rejects an override path that the schema does not have, with a did-you-mean hint."""
+    model: Any = Recipe
+    for depth, part in enumerate(parts):
+        fields = _section_fields(model)
+        if fields is None:
+            raise RecipeError(f"{where}: '{'.'.join(parts[:depth])}' is a value, not a section")
+        if part not in fields:
+            prefix = ".".join(parts[:depth])
+            where_in = f"'{prefix}'" if prefix else "the recipe"
+            raise RecipeError(f"{where}: unknown key '{part}' in {where_in}{_did_you_mean(part, fields)}")
+        model = fields[part].annotation
+
+
+def _section_fields(annotation: Any) -> Optional[dict]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.model_fields
+    return None
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _validate(raw: dict, source: str) -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(f"{source}: {_describe(err)}") from None
+
+
+def _describe(err: ValidationError) -> str:
+    """One line for the first schema error: the key path, what is wrong, and a hint."""
+    errors = err.errors()
+    first = errors[0]
+    loc = [str(p) for p in first["loc"] if not str(p).startswith(("str", "list["))]
+    key = ".".join(loc) or "recipe"
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        hint = _did_you_mean(loc[-1], _section_fields(parent) or {}) if parent else ""
+        message = f"{key}: unknown key{hint}"
+    else:
+        text = first["msg"].removeprefix("Value error, ")
+        message = f"{key}: {text} (got {first['input']!r})" if "input" in first and first["type"] != "value_error" else f"{key}: {text}"
+    more = len(errors) - 1
+    return message + (f" (+{more} more error{'s' if more > 1 else ''})" if more else "")
+
+
+def _model_at(parts: list[str]) -> Any:
+    model: Any = Recipe
+    for part in parts:
+        fields = _section_fields(model)
+        if not fields or part not in fields:
+            return None
+        model = fields[part].annotation
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Files a recipe refers to
+
+
+def check_files(recipe: Recipe, source: str = "recipe") -> None:
+    """Fails early, before any run directory exists, if a data or vocabulary file is missing."""
+    for key, specs in (("data.source", recipe.data.sources), ("data.validation_source", recipe.data.validation_sources)):
+        for spec in specs:
+            if spec.startswith(BUILTIN_PREFIX):
+                continue
+            if not glob.glob(spec):
+                raise RecipeError(f"{source}: {key}: no file matches '{spec}'")
+    if recipe.data.vocabulary and not Path(recipe.data.vocabulary).is_file():
+        raise RecipeError(f"{source}: data.vocabulary: file not found: {recipe.data.vocabulary}")
+    if recipe.model.preset and not Path(recipe.model.preset).is_dir():
+        raise RecipeError(f"{source}: model.preset: not a local directory: {recipe.model.preset}")

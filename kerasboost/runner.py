@@ -1,0 +1,105 @@
+"""`kerasboost run`: recipe -> run directory -> data and model -> training -> export.
+
+Called after `backend.select_backend`, so importing keras here fixes the chosen backend.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import keras
+
+from kerasboost import __version__
+from kerasboost.backend import seed_everything, set_precision, versions
+from kerasboost.errors import InputError
+from kerasboost.export import export_preset
+from kerasboost.recipe import Recipe
+from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
+from kerasboost.tasks import prepare_task
+from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
+from kerasboost.train.logging import RunLog
+from kerasboost.train.loop import train
+from kerasboost.train.optimizer import build_optimizer
+
+
+def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) -> RunDir:
+    """Trains `recipe` in a new run directory (or continues the one `resume` names) and exports it."""
+    started = time.perf_counter()
+    found = versions()
+    print(f"kerasboost {__version__} · backend {keras.backend.backend()} · " + " · ".join(f"{k} {v}" for k, v in found.items()), flush=True)
+    run_dir = existing_run_dir(recipe.name, output_dir) if resume else new_run_dir(recipe.name, output_dir)
+    checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
+    if resume and checkpoint is None:
+        raise InputError(f"--resume: {run_dir.checkpoints} holds no checkpoint")
+    print(f"run directory: {run_dir.root}", flush=True)
+    run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")
+
+    seed_everything(recipe.seed)
+    set_precision(recipe.train.precision)
+    task = prepare_task(recipe, run_dir)
+    total_steps = _total_steps(recipe, len(task.batches.train["token_ids"]))
+    task.model.compile(
+        optimizer=build_optimizer(recipe.train, total_steps),
+        loss=task.loss,
+        weighted_metrics=task.metrics,
+        jit_compile=recipe.train.jit_compile,
+    )
+    start_step = 0
+    if checkpoint is not None:
+        restore_checkpoint(task.model, checkpoint[0])
+        start_step = checkpoint[1]
+        print(f"resuming from {checkpoint[0]} at step {start_step}", flush=True)
+    for line in task.summary:
+        print(line, flush=True)
+    print(_describe_model(recipe, task.model), flush=True)
+    print(_describe_schedule(recipe, total_steps), flush=True)
+
+    log = RunLog(run_dir.logs, run_dir.metrics_file, recipe.logging.tensorboard)
+    log.text("recipe", start_step, "```\n" + recipe.to_yaml() + "```")
+    result = train(task.model, task.batches, recipe, run_dir, log, start_step, total_steps)
+    if recipe.export.preset:
+        export_preset(task.backbone, task.tokenizer, run_dir.preset)
+    _print_summary(run_dir, result, time.perf_counter() - started)
+    return run_dir
+
+
+def _total_steps(recipe: Recipe, num_examples: int) -> int:
+    """`train.steps`, or `train.epochs` full passes over the training examples."""
+    if recipe.train.steps is not None:
+        return recipe.train.steps
+    return max(1, recipe.train.epochs * (num_examples // recipe.train.batch_size))
+
+
+def _describe_model(recipe: Recipe, model: keras.Model) -> str:
+    params = model.count_params()
+    source = recipe.model.preset or "config " + ", ".join(f"{k}={v}" for k, v in recipe.model.config.model_dump().items())
+    return f"model: {recipe.model.backbone} ({source}) · {params:,} parameters · precision {recipe.train.precision}"
+
+
+def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
+    config = recipe.train
+    micro = config.batch_size // config.gradient_accumulation
+    accumulation = f" ({config.gradient_accumulation} x {micro})" if config.gradient_accumulation > 1 else ""
+    return (
+        f"training: {total_steps} steps · batch {config.batch_size}{accumulation} · learning rate {config.learning_rate:g} "
+        f"({config.schedule}, {config.warmup_steps} warm-up steps) · evaluation every {config.eval_every} steps"
+    )
+
+
+def _print_summary(run_dir: RunDir, result, seconds: float) -> None:
+    root = run_dir.root
+    lines = [f"done: step {result.final_step} in {seconds:.0f} s"]
+    if not math.isnan(result.steady_tokens_per_second):
+        lines[0] += f" · steady state {result.steady_tokens_per_second:,.0f} tokens/s"
+    lines += [
+        f"  recipe       {run_dir.recipe_file}",
+        f"  metrics      {run_dir.metrics_file}",
+        f"  checkpoints  {run_dir.checkpoints}",
+    ]
+    if run_dir.preset.is_dir():
+        lines.append(f"  preset       {run_dir.preset}  (keras_hub.models.BertBackbone.from_preset({str(run_dir.preset)!r}))")
+    lines.append(f"  tensorboard  tensorboard --logdir {Path(root) / 'logs'}")
+    print("\n".join(lines), flush=True)

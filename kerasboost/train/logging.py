@@ -1,0 +1,99 @@
+"""What a run reports: TensorBoard scalars, metrics.jsonl and one printed line per evaluation.
+
+Steps are optimizer updates counted from the start of the run (not of this process), so a resumed run
+continues the same curves. The counting happens here, not from `optimizer.iterations`, because JAX
+syncs variables back to Keras only at the end of `fit`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+
+class RunLog:
+    """TensorBoard writers (logs/train, logs/validation) and the metrics.jsonl file of one run."""
+
+    def __init__(self, logs_dir: Path, metrics_file: Path, tensorboard: bool = True):
+        self.metrics_file = metrics_file
+        self._writers = {}
+        if tensorboard:
+            self._writers = {split: tf.summary.create_file_writer(str(logs_dir / split)) for split in ("train", "validation")}
+
+    def scalars(self, split: str, step: int, values: dict[str, float]) -> None:
+        writer = self._writers.get(split)
+        if writer is None:
+            return
+        with writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+
+    def text(self, name: str, step: int, value: str) -> None:
+        writer = self._writers.get("train")
+        if writer is not None:
+            with writer.as_default(step=step):
+                tf.summary.text(name, value)
+
+    def record(self, entry: dict) -> None:
+        with self.metrics_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def flush(self) -> None:
+        for writer in self._writers.values():
+            writer.flush()
+
+
+class StepLogger(keras.callbacks.Callback):
+    """Every `every` optimizer steps: train loss, perplexity, learning rate and tokens/s to TensorBoard."""
+
+    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int):
+        super().__init__()
+        self.log = log
+        self.schedule = schedule
+        self.accumulation = accumulation
+        self.tokens_per_batch = tokens_per_batch
+        self.every = every
+        self.step = first_step
+        self.tokens_per_second = float("nan")
+        self._micro_batches = 0
+        self._mark = (0.0, 0)
+
+    def on_train_begin(self, logs=None):
+        self._mark = (time.perf_counter(), self._micro_batches)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._micro_batches += 1
+        if self._micro_batches % self.accumulation:
+            return
+        self.step += 1
+        if self.step % self.every:
+            return
+        now = time.perf_counter()
+        since, batches_then = self._mark
+        self.tokens_per_second = (self._micro_batches - batches_then) * self.tokens_per_batch / max(now - since, 1e-9)
+        self._mark = (now, self._micro_batches)
+        loss = float(logs["loss"])
+        self.log.scalars(
+            "train",
+            self.step,
+            {
+                "loss": loss,
+                "perplexity": perplexity(loss),
+                "learning_rate": learning_rate(self.schedule, self.step),
+                "tokens_per_second": self.tokens_per_second,
+            },
+        )
+
+
+def learning_rate(schedule, step: int) -> float:
+    return float(keras.ops.convert_to_numpy(schedule(step)))
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped so an untrained model's huge value still plots."""
+    return math.exp(min(loss, 50.0))
