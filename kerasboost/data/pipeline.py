@@ -59,15 +59,12 @@ def training_batches(
 
 
 def evaluation_batches(examples: dict[str, np.ndarray], transform: BatchTransform, batch_size: int, seed: int, limit: Optional[int] = None):
-    """tf.data of fixed validation batches (in order, same masks on every evaluation), cached."""
+    """tf.data of fixed validation batches: transformed once (same masks at every evaluation), kept in memory."""
     if len(next(iter(examples.values()))) == 0:
         raise DataError("data.validation_split: the validation set is empty; raise it or give data.validation_source")
     dataset = tf.data.Dataset.from_tensor_slices(examples).batch(batch_size)
     if limit is not None:
         dataset = dataset.take(limit)
-    dataset = dataset.enumerate().map(
-        lambda index, batch: transform(batch, tf.stack([tf.constant(seed, tf.int64), index])),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return dataset.cache().prefetch(tf.data.AUTOTUNE)
+    batches = [transform(batch, tf.constant([seed, index], tf.int64)) for index, batch in enumerate(dataset)]
+    merged = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
+    return tf.data.Dataset.from_tensor_slices(merged).batch(batch_size)

@@ -1,0 +1,68 @@
+"""Shared test helpers: tiny-model overrides and running the CLI in a subprocess on a chosen backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+BACKENDS = ("tensorflow", "jax", "torch")
+
+# 2 layers, hidden 32, vocabulary ~1000, sequence 32: a whole run takes seconds on 2 CPU cores.
+TINY = [
+    "model.config.num_layers=2",
+    "model.config.num_heads=2",
+    "model.config.hidden_dim=32",
+    "model.config.intermediate_dim=64",
+    "model.config.max_sequence_length=32",
+    "data.sequence_length=32",
+    "data.vocabulary_size=1000",
+    "data.max_documents=400",
+    "train.batch_size=16",
+    "train.warmup_steps=2",
+    "logging.every_steps=1",
+]
+
+
+def overrides(*pairs: str) -> list[str]:
+    """`--set` arguments for TINY followed by `pairs` (later ones win)."""
+    return [arg for pair in (*TINY, *pairs) for arg in ("--set", pair)]
+
+
+# The environment as the user's shell had it: importing TensorFlow in this process sets variables
+# (TF_CPP_MIN_LOG_LEVEL=1, ...) that must not leak into the subprocesses under test.
+_SHELL_ENV = dict(os.environ)
+
+
+def backend_env(backend: str | None) -> dict:
+    env = dict(_SHELL_ENV)
+    env.pop("KERAS_BACKEND", None)
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    return env
+
+
+def kerasboost(*args: str, backend: str | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs `python -m kerasboost ARGS` and returns the completed process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "kerasboost", *args],
+        cwd=cwd or ROOT,
+        env=backend_env(backend),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def python(code: str, backend: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs a Python snippet on `backend` in a fresh interpreter (keras fixes its backend at import)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, env=backend_env(backend), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def explain(process: subprocess.CompletedProcess) -> str:
+    return f"exit {process.returncode}\n--- stdout ---\n{process.stdout[-4000:]}\n--- stderr ---\n{process.stderr[-4000:]}"

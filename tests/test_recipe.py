@@ -1,0 +1,128 @@
+"""The recipe schema, `base:` inheritance, `--set` overrides and their one-line errors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import RECIPES, kerasboost
+
+from kerasboost.errors import RecipeError
+from kerasboost.recipe import check_files, load_recipe
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_bundled_recipes_validate(path):
+    recipe = load_recipe(path)
+    check_files(recipe, source=str(path))
+    assert recipe.description, f"{path.name} needs a description: line for `kerasboost recipes`"
+
+
+def test_bundled_recipes_validate_through_the_cli():
+    process = kerasboost("validate", *map(str, sorted(RECIPES.glob("*.yaml"))))
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.count("ok: ") == len(list(RECIPES.glob("*.yaml")))
+
+
+BROKEN = {
+    "unknown_key": ("train:\n  learnig_rate: 0.1\n", "train.learnig_rate: unknown key (did you mean 'learning_rate'?)"),
+    "unknown_section": ("trian:\n  steps: 3\n", "trian: unknown key (did you mean 'train'?)"),
+    "wrong_type": ("train:\n  batch_size: many\n", "train.batch_size:"),
+    "negative_learning_rate": ("train:\n  learning_rate: -0.001\n", "train.learning_rate: Input should be greater than 0"),
+    "missing_data_file": ("data:\n  source: /nonexistent/corpus.txt\n", "data.source: no file matches '/nonexistent/corpus.txt'"),
+    "yaml_syntax": ("train:\n  steps: [1, 2\n", "YAML syntax error: line"),
+    "bad_backend": ("backend: theano\n", "backend: Input should be 'tensorflow', 'jax' or 'torch'"),
+    "bad_precision": ("train:\n  precision: float8\n", "train.precision:"),
+    "steps_and_epochs": ("train:\n  steps: 3\n  epochs: 1\n", "train: give train.steps or train.epochs, not both"),
+    "heads_do_not_divide": ("model:\n  config:\n    hidden_dim: 30\n    num_heads: 4\n", "model.config: hidden_dim (30) must be divisible by num_heads (4)"),
+    "not_a_mapping": ("- just\n- a list\n", "a recipe must be a mapping"),
+    "bad_task": ("task: translation\n", "task: Input should be 'mlm'"),
+    "sequence_too_long": ("data:\n  sequence_length: 1024\n", "data.sequence_length (1024) exceeds model.config.max_sequence_length"),
+    "accumulation_does_not_divide": ("train:\n  batch_size: 10\n  gradient_accumulation: 3\n", "batch_size (10) must be divisible by gradient_accumulation (3)"),
+    "checkpoint_off_eval_grid": ("train:\n  eval_every: 10\ncheckpoint:\n  every_steps: 15\n", "checkpoint.every_steps (15) must be a multiple of train.eval_every (10)"),
+    "missing_vocabulary": ("data:\n  vocabulary: /nonexistent/vocab.txt\n", "data.vocabulary: file not found"),
+    "unknown_model_config_key": ("model:\n  config:\n    num_layer: 2\n", "model.config.num_layer: unknown key (did you mean 'num_layers'?)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_recipe_exits_2_with_one_line(tmp_path, name):
+    text, expected = BROKEN[name]
+    path = write(tmp_path, f"{name}.yaml", text)
+    for command in ("validate", "run"):
+        process = kerasboost(command, str(path), backend="tensorflow")
+        assert process.returncode == 2, process.stderr
+        lines = process.stderr.strip().splitlines()
+        assert len(lines) == 1, process.stderr
+        assert "Traceback" not in process.stderr
+        assert str(path) in lines[0] and expected in lines[0], lines[0]
+        assert "keras" not in process.stdout
+
+
+def test_base_cycle_is_detected(tmp_path):
+    write(tmp_path, "a.yaml", "base: b.yaml\n")
+    write(tmp_path, "b.yaml", "base: a.yaml\n")
+    process = kerasboost("validate", str(tmp_path / "a.yaml"))
+    assert process.returncode == 2
+    assert "base: cycle" in process.stderr and process.stderr.count("\n") == 1
+
+
+def test_missing_base_names_the_file(tmp_path):
+    path = write(tmp_path, "child.yaml", "base: missing.yaml\n")
+    with pytest.raises(RecipeError, match=r"child.yaml: base: file not found: .*missing.yaml"):
+        load_recipe(path)
+
+
+def test_base_inheritance_merges_sections_deeply(tmp_path):
+    write(tmp_path, "base.yaml", "name: parent\ntrain:\n  steps: 7\n  batch_size: 4\nmodel:\n  config:\n    num_layers: 3\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    child = write(sub, "child.yaml", "base: ../base.yaml\nname: child\ntrain:\n  batch_size: 8\n")
+    recipe = load_recipe(child)
+    assert (recipe.name, recipe.train.steps, recipe.train.batch_size, recipe.model.config.num_layers) == ("child", 7, 8, 3)
+
+
+def test_overrides_are_typed_by_the_schema(tmp_path):
+    path = write(tmp_path, "r.yaml", "train:\n  steps: 5\n")
+    recipe = load_recipe(path, ["train.batch_size=8", "train.learning_rate=3e-4", "data.lowercase=false", "backend=jax"])
+    assert recipe.train.batch_size == 8 and isinstance(recipe.train.batch_size, int)
+    assert recipe.train.learning_rate == pytest.approx(3e-4)
+    assert recipe.data.lowercase is False
+    assert recipe.backend == "jax"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.batchsize=8", "--set train.batchsize: unknown key 'batchsize' in 'train' (did you mean 'batch_size'?)"),
+        ("optimizer.lr=1", "--set optimizer.lr: unknown key 'optimizer' in the recipe"),
+        ("train.steps.x=1", "--set train.steps.x: 'train.steps' is a value, not a section"),
+        ("train.steps", "--set train.steps: expected KEY.PATH=VALUE"),
+        ("train.steps=-4", "train.steps: Input should be greater than 0"),
+    ],
+)
+def test_bad_override_exits_2(tmp_path, override, expected):
+    path = write(tmp_path, "r.yaml", "name: r\n")
+    process = kerasboost("show", str(path), "--set", override)
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines() == [process.stderr.strip()]
+    assert expected in process.stderr
+
+
+def test_show_prints_the_resolved_recipe(tmp_path):
+    path = write(tmp_path, "r.yaml", "name: shown\n")
+    process = kerasboost("show", str(path), "--set", "train.steps=9")
+    assert process.returncode == 0
+    assert "name: shown" in process.stdout and "steps: 9" in process.stdout and "batch_size: 32" in process.stdout
+
+
+def test_missing_recipe_file(tmp_path):
+    process = kerasboost("validate", str(tmp_path / "nope.yaml"))
+    assert process.returncode == 2 and "nope.yaml: recipe file not found" in process.stderr
