@@ -91,9 +91,18 @@ def seed_everything(seed: int) -> None:
 
 
 def set_precision(policy: str) -> None:
+    """Sets Keras' global dtype policy; refuses float16 where the backend cannot compute it."""
     import keras
 
+    if policy == "mixed_float16" and keras.backend.backend() == "jax" and jax_has_only_cpus():
+        raise InputError("train.precision: mixed_float16 is not supported by XLA on CPU under JAX; use mixed_bfloat16")
     keras.config.set_dtype_policy(policy)
+
+
+def jax_has_only_cpus() -> bool:
+    import jax
+
+    return all(device.platform == "cpu" for device in jax.devices())
 
 
 def versions() -> dict[str, str]:

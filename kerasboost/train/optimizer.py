@@ -49,5 +49,6 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.A
         global_clipnorm=config.clip_norm,
         gradient_accumulation_steps=config.gradient_accumulation if config.gradient_accumulation > 1 else None,
     )
-    optimizer.exclude_from_weight_decay(var_names=["^bias$", "^gamma$", "^beta$"])
+    # Keras matches these against the variable's name: "bias" on JAX and torch, "dense/bias:0" on TensorFlow.
+    optimizer.exclude_from_weight_decay(var_names=[r"(^|/)(bias|gamma|beta)(:\d+)?$"])
     return optimizer
