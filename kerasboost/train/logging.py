@@ -49,9 +49,12 @@ class RunLog:
 
 
 class StepLogger(keras.callbacks.Callback):
-    """Every `every` optimizer steps: train loss, perplexity, learning rate and tokens/s to TensorBoard."""
+    """Counts optimizer steps; every `every` steps logs train loss, perplexity, learning rate and tokens/s.
 
-    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int):
+    Stops training at `last_step`, which may fall inside an evaluation period.
+    """
+
+    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int):
         super().__init__()
         self.log = log
         self.schedule = schedule
@@ -59,6 +62,7 @@ class StepLogger(keras.callbacks.Callback):
         self.tokens_per_batch = tokens_per_batch
         self.every = every
         self.step = first_step
+        self.last_step = last_step
         self.tokens_per_second = float("nan")
         self._micro_batches = 0
         self._mark = (0.0, 0)
@@ -71,6 +75,8 @@ class StepLogger(keras.callbacks.Callback):
         if self._micro_batches % self.accumulation:
             return
         self.step += 1
+        if self.step >= self.last_step:
+            self.model.stop_training = True
         if self.step % self.every:
             return
         now = time.perf_counter()

@@ -1,11 +1,13 @@
-"""The one training loop every task goes through: `fit` in chunks between evaluations.
+"""The one training loop every task goes through: a single `model.fit` over a resumable stream.
 
-Each chunk is one `model.fit` call over exactly the batches it needs, so evaluation, checkpoints and
-resumption happen at exact optimizer steps, and a final chunk may be shorter than the others.
+Keras "epochs" here are evaluation periods of `train.eval_every` optimizer steps; a callback evaluates,
+logs and checkpoints at the end of each, and stops training at exactly `total_steps`. One `fit` call
+(rather than one per period) keeps one input iterator alive for the whole run.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +39,41 @@ class TrainResult:
     steady_tokens_per_second: float = float("nan")
 
 
+class PeriodEnd(keras.callbacks.Callback):
+    """At the end of each evaluation period: validation metrics, TensorBoard, metrics.jsonl, checkpoint."""
+
+    def __init__(self, evaluate, steps: StepLogger, recipe: Recipe, run: RunDir, total_steps: int, tokens_per_step: int):
+        super().__init__()
+        self.evaluate = evaluate
+        self.steps = steps
+        self.recipe = recipe
+        self.run = run
+        self.total_steps = total_steps
+        self.tokens_per_step = tokens_per_step
+        self.result = TrainResult(final_step=steps.step)
+        self._steady = [0, 0.0]  # tokens, seconds, over periods after the first (which pays for compilation)
+        self._period = (0.0, 0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._period = (time.perf_counter(), self.steps.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        started, first_step = self._period
+        seconds = time.perf_counter() - started
+        step = self.steps.step
+        tokens = (step - first_step) * self.tokens_per_step
+        if epoch > 0:
+            self._steady[0] += tokens
+            self._steady[1] += seconds
+        self.result.evaluations.append(self.evaluate(step, float(logs["loss"]), tokens / seconds))
+        every = self.recipe.checkpoint.every_steps
+        if (every and step % every == 0) or step == self.total_steps:
+            save_checkpoint(self.model, self.run.checkpoints, step, self.recipe.checkpoint.keep)
+        self.result.final_step = step
+        if self._steady[1]:
+            self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
+
+
 def train(model: keras.Model, batches: Batches, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int) -> TrainResult:
     """Trains from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`."""
     config = recipe.train
@@ -44,35 +81,27 @@ def train(model: keras.Model, batches: Batches, recipe: Recipe, run: RunDir, log
     micro_batch = config.batch_size // accumulation
     validation = evaluation_batches(batches.validation, batches.transform, config.batch_size, recipe.seed + 1, config.eval_batches)
     schedule = build_schedule(config, total_steps)
-    logger = StepLogger(log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps)
-    result = TrainResult(final_step=start_step)
-    if start_step == 0:
-        result.evaluations.append(_evaluate(model, validation, log, 0, total_steps, schedule))
 
-    steady_tokens, steady_seconds = 0, 0.0
-    step = start_step
-    while step < total_steps:
-        end = min(total_steps, (step // config.eval_every + 1) * config.eval_every)
-        num_batches = (end - step) * accumulation
-        dataset = training_batches(batches.train, batches.transform, micro_batch, recipe.seed, step * accumulation, num_batches)
-        started = time.perf_counter()
-        history = model.fit(dataset, epochs=1, steps_per_epoch=num_batches, callbacks=[logger], shuffle=False, verbose=1 if sys.stdout.isatty() else 0)
-        seconds = time.perf_counter() - started
-        tokens = num_batches * micro_batch * batches.tokens_per_example
-        if step > start_step:  # the first chunk pays for compilation
-            steady_tokens += tokens
-            steady_seconds += seconds
-        step = end
-        train_loss = float(history.history["loss"][-1])
-        result.evaluations.append(_evaluate(model, validation, log, step, total_steps, schedule, train_loss, tokens / seconds))
-        every = recipe.checkpoint.every_steps
-        if (every and step % every == 0) or step == total_steps:
-            save_checkpoint(model, run.checkpoints, step, recipe.checkpoint.keep)
-        result.final_step = step
-    if steady_seconds:
-        result.steady_tokens_per_second = steady_tokens / steady_seconds
+    def evaluate(step: int, train_loss=None, tokens_per_second=None) -> dict:
+        return _evaluate(model, validation, log, step, total_steps, schedule, train_loss, tokens_per_second)
+
+    steps = StepLogger(log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps, total_steps)
+    period_end = PeriodEnd(evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example)
+    if start_step == 0:
+        period_end.result.evaluations.append(evaluate(0))
+    remaining = total_steps - start_step
+    if remaining > 0:
+        dataset = training_batches(batches.train, batches.transform, micro_batch, recipe.seed, start_step * accumulation, remaining * accumulation)
+        model.fit(
+            dataset,
+            epochs=math.ceil(remaining / config.eval_every),
+            steps_per_epoch=config.eval_every * accumulation,
+            callbacks=[steps, period_end],
+            shuffle=False,
+            verbose=1 if sys.stdout.isatty() else 0,
+        )
     log.flush()
-    return result
+    return period_end.result
 
 
 def _evaluate(model, validation, log: RunLog, step: int, total_steps: int, schedule, train_loss=None, tokens_per_second=None) -> dict:
@@ -81,15 +110,13 @@ def _evaluate(model, validation, log: RunLog, step: int, total_steps: int, sched
     values["perplexity"] = perplexity(values["loss"])
     log.scalars("validation", step, values)
     entry = {"step": step, "learning_rate": learning_rate(schedule, step), **{f"val_{k}": v for k, v in values.items()}}
-    if train_loss is not None:
-        entry["loss"] = train_loss
-        entry["tokens_per_second"] = tokens_per_second
-    log.record(entry)
     shown = f"step {step:>{len(str(total_steps))}}/{total_steps}"
     if train_loss is not None:
+        entry.update(loss=train_loss, tokens_per_second=tokens_per_second)
         shown += f"  loss {train_loss:.4f}"
+    log.record(entry)
     shown += f"  val_loss {values['loss']:.4f}  val_accuracy {values['accuracy']:.4f}  val_perplexity {values['perplexity']:.1f}"
-    if tokens_per_second and tokens_per_second == tokens_per_second:
+    if tokens_per_second:
         shown += f"  {tokens_per_second:,.0f} tokens/s"
     print(shown, flush=True)
     return entry

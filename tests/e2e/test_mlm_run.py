@@ -104,3 +104,15 @@ def test_resume_continues_at_the_saved_step_with_the_same_losses(finished_run, t
         assert after["loss"] == pytest.approx(before["loss"], rel=1e-4)
         assert after["val_loss"] == pytest.approx(before["val_loss"], rel=1e-4)
     assert (crashed / "preset" / "config.json").is_file()
+
+
+def test_resume_extends_a_finished_run_and_stops_inside_a_period(finished_run, tmp_path):
+    backend, run, _ = finished_run
+    extended = tmp_path / "extended"
+    shutil.copytree(run, extended)
+    settings = [*SETTINGS, "--set", "train.steps=9"]
+    process = kerasboost("run", "recipes/mlm.yaml", "--resume", "--output-dir", str(extended), *settings, backend=backend)
+    assert process.returncode == 0, explain(process)
+    assert "at step 8" in process.stdout
+    assert [entry["step"] for entry in metrics(extended)] == [0, 2, 4, 6, 8, 9]
+    assert sorted(p.name for p in (extended / "checkpoints").iterdir())[-1] == "step-00000009"
