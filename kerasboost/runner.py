@@ -14,6 +14,7 @@ import keras
 
 from kerasboost import __version__
 from kerasboost.backend import seed_everything, set_precision, versions
+from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset
 from kerasboost.recipe import Recipe
@@ -30,7 +31,10 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
     started = time.perf_counter()
     found = versions()
     print(f"kerasboost {__version__} · backend {keras.backend.backend()} · " + " · ".join(f"{k} {v}" for k, v in found.items()), flush=True)
-    run_dir = existing_run_dir(recipe.name, output_dir) if resume else new_run_dir(recipe.name, output_dir)
+    set_precision(recipe.train.precision)
+    run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
+    documents = read_splits(recipe.data, recipe.seed)  # before anything is written: bad data leaves no trace
+    run_dir = run_dir or new_run_dir(recipe.name, output_dir)
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
     if resume and checkpoint is None:
         raise InputError(f"--resume: {run_dir.checkpoints} holds no checkpoint")
@@ -38,8 +42,7 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
     run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")
 
     seed_everything(recipe.seed)
-    set_precision(recipe.train.precision)
-    task = prepare_task(recipe, run_dir)
+    task = prepare_task(recipe, run_dir, *documents)
     total_steps = _total_steps(recipe, len(task.batches.train["token_ids"]))
     task.model.compile(
         optimizer=build_optimizer(recipe.train, total_steps),

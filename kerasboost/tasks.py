@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import keras
 
 from kerasboost.data.mlm import masker, pack_sequences
-from kerasboost.data.sources import read_splits
+from kerasboost.data.sources import ReadReport
 from kerasboost.data.tokenizer import build_tokenizer, tokenize
 from kerasboost.errors import DataError
 from kerasboost.models.backbone import build_backbone
@@ -32,9 +32,8 @@ class Task:
     summary: list[str]
 
 
-def prepare_task(recipe: Recipe, run: RunDir) -> Task:
-    """Reads and tokenises the data, then builds the model; only `mlm` exists so far."""
-    train_docs, validation_docs, report = read_splits(recipe.data, recipe.seed)
+def prepare_task(recipe: Recipe, run: RunDir, train_docs: list[str], validation_docs: list[str], report: ReadReport) -> Task:
+    """Tokenises the documents and builds the model; only `mlm` exists so far."""
     tokenizer = build_tokenizer(recipe, train_docs, run.vocabulary_file)
     data = recipe.data
     examples = {}

@@ -72,3 +72,47 @@ def test_output_dir_holding_a_run_is_refused_without_losing_it(tmp_path):
 def test_resume_without_a_run_is_an_input_error(tmp_path):
     process = kerasboost("run", "recipes/mlm.yaml", "--resume", "--output-dir", str(tmp_path / "none"), backend="tensorflow")
     assert process.returncode == 2 and "nothing to resume" in process.stderr
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"\n\n", "data.source: no documents found in"), (b"\xff\xfe\n\xfa\n", "data.source: no documents found in")],
+    ids=["empty", "not-utf8"],
+)
+def test_bad_data_is_a_one_line_error_that_writes_nothing(tmp_path, content, expected):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    out = tmp_path / "run"
+    process = kerasboost("run", "recipes/mlm.yaml", "--output-dir", str(out), "--set", f"data.source={corpus}", backend="tensorflow")
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.strip().splitlines() == [process.stderr.strip()] and expected in process.stderr
+    assert not out.exists()
+
+
+def test_missing_jsonl_field_names_the_line(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"body": "x"}\n')
+    process = kerasboost("run", "recipes/mlm.yaml", "--output-dir", str(tmp_path / "run"), "--set", f"data.source={corpus}", backend="tensorflow")
+    assert process.returncode == 2 and f"{corpus}:1: no field 'text' (data.field); found: body" in process.stderr
+
+
+def test_batch_larger_than_the_data_is_an_input_error(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("\n\n".join(f"document {i} with a few words" for i in range(10)))
+    args = ["run", "recipes/mlm.yaml", "--output-dir", str(tmp_path / "run"), "--set", f"data.source={corpus}"]
+    process = kerasboost(*args, "--set", "data.sequence_length=16", "--set", "train.batch_size=1000", backend="tensorflow")
+    assert process.returncode == 2 and "train.batch_size: a batch of 1000 is larger than" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+def test_runtime_failure_exits_1_and_debug_shows_the_traceback(tmp_path):
+    preset = tmp_path / "broken_preset"
+    preset.mkdir()
+    (preset / "config.json").write_text("{ not json")
+    args = ["run", "recipes/mlm.yaml", "--output-dir", str(tmp_path / "run"), "--set", f"model.preset={preset}", "--set", "data.max_documents=50"]
+    plain = kerasboost(*args, backend="tensorflow")
+    assert plain.returncode == 1, plain.stderr
+    assert plain.stderr.strip().splitlines()[-1].startswith("error: ") and "--debug" in plain.stderr
+    assert "Traceback" not in plain.stderr
+    debug = kerasboost("--debug", *args, "--output-dir", str(tmp_path / "run2"), backend="tensorflow")
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr

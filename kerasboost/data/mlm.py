@@ -13,7 +13,8 @@ import tensorflow as tf
 def pack_sequences(token_ids: list[np.ndarray], sequence_length: int, cls_id: int, sep_id: int, pad_id: int) -> np.ndarray:
     """Concatenates documents (separated by [SEP]) and cuts them into `[CLS] chunk [SEP]` rows.
 
-    Packing wastes no compute on padding; only the last row is padded, and dropped when under half full.
+    Packing wastes no compute on padding; only the last row is padded, and dropped when under half full
+    (unless it is the only one).
     """
     body = sequence_length - 2
     pieces = []
@@ -22,7 +23,7 @@ def pack_sequences(token_ids: list[np.ndarray], sequence_length: int, cls_id: in
             pieces.extend([np.asarray(ids, dtype=np.int32), np.array([sep_id], dtype=np.int32)])
     stream = np.concatenate(pieces[:-1]) if pieces else np.zeros(0, np.int32)
     chunks = [stream[start : start + body] for start in range(0, len(stream), body)]
-    if chunks and len(chunks[-1]) < body // 2:
+    if len(chunks) > 1 and len(chunks[-1]) < body // 2:
         chunks.pop()
     packed = np.full((len(chunks), sequence_length), pad_id, dtype=np.int32)
     for row, chunk in enumerate(chunks):

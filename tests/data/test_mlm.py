@@ -21,6 +21,7 @@ def test_pack_sequences_fills_rows_with_cls_and_sep():
     assert np.array_equal(body, stream)
     short = pack_sequences([np.arange(10, 18)], sequence_length=8, cls_id=CLS, sep_id=SEP, pad_id=PAD)
     assert len(short) == 1, "a tail under half a row is dropped"
+    assert len(pack_sequences([np.arange(10, 12)], 8, CLS, SEP, PAD)) == 1, "but never the only row"
 
 
 def random_batch(seed=0, rows=64, length=128):
