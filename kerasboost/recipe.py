@@ -31,15 +31,18 @@ class DataConfig(_Section):
     format: Literal["auto", "text", "jsonl", "csv"] = "auto"
     document_split: Literal["line", "blank_line"] = "blank_line"
     field: str = "text"
+    label_field: str = "label"
     max_documents: Optional[int] = Field(default=None, gt=0)
     validation_source: Optional[Union[str, list[str]]] = None
     validation_split: float = Field(default=0.05, ge=0.0, lt=1.0)
     sequence_length: int = Field(default=128, ge=8)
     vocabulary: Optional[str] = None
+    merges: Optional[str] = None
     vocabulary_size: int = Field(default=8000, ge=100)
     lowercase: bool = True
     mask_rate: float = Field(default=0.15, gt=0.0, lt=1.0)
     max_predictions: Optional[int] = Field(default=None, gt=0)
+    next_sentence_rate: float = Field(default=0.5, ge=0.0, le=1.0)
 
     @property
     def sources(self) -> list[str]:
@@ -74,9 +77,28 @@ class BackboneConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: Literal["bert"] = "bert"
+    backbone: Literal["bert", "gpt2"] = "bert"
     config: BackboneConfig = Field(default_factory=BackboneConfig)
     preset: Optional[str] = None
+    classifier_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class LossWeights(_Section):
+    """bert_pretraining's loss = mlm * MLM loss + nsp * NSP loss."""
+
+    mlm: float = Field(default=1.0, ge=0.0)
+    nsp: float = Field(default=1.0, ge=0.0)
+
+
+class GenerateConfig(_Section):
+    """causal_lm: continuations of `prompts` printed and logged to TensorBoard after training."""
+
+    prompts: list[str] = Field(default_factory=list)
+    max_length: int = Field(default=48, gt=0)
+    strategies: list[Literal["greedy", "top_k", "top_p"]] = Field(default_factory=lambda: ["greedy", "top_k", "top_p"])
+    top_k: int = Field(default=10, gt=0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0)
 
 
 class TrainConfig(_Section):
@@ -133,9 +155,11 @@ class Recipe(_Section):
     description: str = ""
     seed: int = Field(default=0, ge=0)
     backend: Optional[Literal["tensorflow", "jax", "torch"]] = None
-    task: Literal["mlm"] = "mlm"
+    task: Literal["mlm", "bert_pretraining", "causal_lm", "classification"] = "mlm"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -143,6 +167,9 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
+        needs = {"mlm": "bert", "bert_pretraining": "bert", "causal_lm": "gpt2"}.get(self.task)
+        if needs and self.model.backbone != needs:
+            raise ValueError(f"task {self.task} needs model.backbone: {needs} (got {self.model.backbone})")
         every = self.checkpoint.every_steps
         if every is not None and every % self.train.eval_every:
             raise ValueError(
@@ -313,7 +340,11 @@ def check_files(recipe: Recipe, source: str = "recipe") -> None:
                 continue
             if not glob.glob(spec):
                 raise RecipeError(f"{source}: {key}: no file matches '{spec}'")
-    if recipe.data.vocabulary and not Path(recipe.data.vocabulary).is_file():
-        raise RecipeError(f"{source}: data.vocabulary: file not found: {recipe.data.vocabulary}")
+    for key in ("vocabulary", "merges"):
+        path = getattr(recipe.data, key)
+        if path and not Path(path).is_file():
+            raise RecipeError(f"{source}: data.{key}: file not found: {path}")
+    if recipe.model.backbone == "gpt2" and bool(recipe.data.vocabulary) != bool(recipe.data.merges):
+        raise RecipeError(f"{source}: data.vocabulary and data.merges: a GPT-2 tokenizer needs both files, or neither")
     if recipe.model.preset and not Path(recipe.model.preset).is_dir():
         raise RecipeError(f"{source}: model.preset: not a local directory: {recipe.model.preset}")

@@ -2,7 +2,8 @@
 
     runs/<name>/<timestamp>/        (or --output-dir)
         recipe.yaml                 the fully resolved recipe
-        vocabulary.txt              the tokenizer's vocabulary
+        vocabulary.txt              BERT's WordPiece vocabulary (GPT-2: vocabulary.json + merges.txt)
+        labels.json                 classification: label names, index = class id
         metrics.jsonl               one line per evaluation (step 0 is before training)
         logs/train, logs/validation TensorBoard event files
         checkpoints/step-NNNNNNNN/  model + optimizer weights and the step, for --resume
@@ -34,6 +35,22 @@ class RunDir:
     @property
     def vocabulary_file(self) -> Path:
         return self.root / "vocabulary.txt"
+
+    @property
+    def bpe_vocabulary_file(self) -> Path:
+        return self.root / "vocabulary.json"
+
+    @property
+    def merges_file(self) -> Path:
+        return self.root / "merges.txt"
+
+    @property
+    def labels_file(self) -> Path:
+        return self.root / "labels.json"
+
+    @property
+    def generations_file(self) -> Path:
+        return self.root / "generations.jsonl"
 
     @property
     def metrics_file(self) -> Path:
@@ -81,3 +98,10 @@ def existing_run_dir(name: str, output_dir: Optional[str] = None) -> RunDir:
             raise InputError(f"--output-dir: {root} is not a run directory, nothing to resume")
         raise InputError(f"--resume: no earlier run of '{name}' to continue ({root} does not exist)")
     return RunDir(root.resolve())
+
+
+def preset_directory(path: str) -> Path:
+    """`path` itself, or the preset/ export inside it when `path` is a kerasboost run directory
+    (so `model.preset: runs/<name>/latest` works)."""
+    path = Path(path)
+    return path / "preset" if (path / "preset" / "config.json").is_file() else path

@@ -19,7 +19,7 @@ from kerasboost.errors import InputError
 from kerasboost.export import export_preset
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
-from kerasboost.tasks import prepare_task
+from kerasboost.tasks import needs_labels, prepare_task
 from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
 from kerasboost.train.logging import RunLog
 from kerasboost.train.loop import train
@@ -33,7 +33,7 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
     print(f"kerasboost {__version__} · backend {keras.backend.backend()} · " + " · ".join(f"{k} {v}" for k, v in found.items()), flush=True)
     set_precision(recipe.train.precision)
     run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
-    documents = read_splits(recipe.data, recipe.seed)  # before anything is written: bad data leaves no trace
+    documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))  # before anything is written
     run_dir = run_dir or new_run_dir(recipe.name, output_dir)
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
     if resume and checkpoint is None:
@@ -43,10 +43,11 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
 
     seed_everything(recipe.seed)
     task = prepare_task(recipe, run_dir, *documents)
-    total_steps = _total_steps(recipe, len(task.batches.train["token_ids"]))
+    total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
     task.model.compile(
         optimizer=build_optimizer(recipe.train, total_steps),
         loss=task.loss,
+        loss_weights=task.loss_weights,
         weighted_metrics=task.metrics,
         jit_compile=recipe.train.jit_compile,
     )
@@ -62,7 +63,7 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
 
     log = RunLog(run_dir.logs, run_dir.metrics_file, recipe.logging.tensorboard)
     log.text("recipe", start_step, "```\n" + recipe.to_yaml() + "```")
-    result = train(task.model, task.batches, recipe, run_dir, log, start_step, total_steps)
+    result = train(task, recipe, run_dir, log, start_step, total_steps)
     if recipe.export.preset:
         export_preset(task.backbone, task.tokenizer, run_dir.preset)
     _print_summary(run_dir, result, time.perf_counter() - started)
@@ -103,6 +104,6 @@ def _print_summary(run_dir: RunDir, result, seconds: float) -> None:
         f"  checkpoints  {run_dir.checkpoints}",
     ]
     if run_dir.preset.is_dir():
-        lines.append(f"  preset       {run_dir.preset}  (keras_hub.models.BertBackbone.from_preset({str(run_dir.preset)!r}))")
+        lines.append(f"  preset       {run_dir.preset}  (keras_hub.models.Backbone.from_preset({str(run_dir.preset)!r}))")
     lines.append(f"  tensorboard  tensorboard --logdir {Path(root) / 'logs'}")
     print("\n".join(lines), flush=True)

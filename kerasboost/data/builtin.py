@@ -51,4 +51,12 @@ def pydocs() -> tuple[Document, ...]:
     return tuple(documents)
 
 
-CORPORA = {"pydocs": pydocs}
+TOPICS = ("asyncio", "email", "logging", "unittest", "xml")
+
+
+def pydocs_topics() -> tuple[Document, ...]:
+    """A labelled set for classification: the docstrings of five packages, labelled by package."""
+    return tuple(document for document in pydocs() if document.label in TOPICS)
+
+
+CORPORA = {"pydocs": pydocs, "pydocs-topics": pydocs_topics}

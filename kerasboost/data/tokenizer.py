@@ -1,44 +1,86 @@
-"""WordPiece tokenizers: trained from the training text, loaded from a file, or taken from a preset."""
+"""Tokenizers: WordPiece for BERT, byte-level BPE for GPT-2; trained, loaded from files, or from a preset.
+
+Whatever the origin, the vocabulary is written into the run directory, and a run directory's own
+vocabulary wins, so `--resume` and `eval` tokenise exactly as training did.
+"""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import keras_hub
 import tensorflow as tf
 
 from kerasboost.recipe import Recipe
+from kerasboost.rundir import RunDir, preset_directory
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# keras-hub's GPT-2 tokenizer treats id 0 as padding, so a padding token takes id 0 and
+# <|endoftext|> (the separator and end token) id 1.
+BPE_SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>"]
 
 
-def build_tokenizer(recipe: Recipe, documents: list[str], vocabulary_file: Path):
-    """A keras-hub `BertTokenizer`, whose vocabulary is also written to `vocabulary_file`.
+def build_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
+    """The tokenizer for `recipe.model.backbone`: run directory > data.vocabulary > model.preset > trained."""
+    if recipe.model.backbone == "gpt2":
+        return _gpt2_tokenizer(recipe, documents, run)
+    return _bert_tokenizer(recipe, documents, run)
 
-    Order of preference: a vocabulary already in the run directory (so `--resume` tokenises exactly as
-    before), the recipe's `data.vocabulary`, the tokenizer of `model.preset`, and last a vocabulary
-    trained on `documents`.
-    """
+
+def _bert_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
     data = recipe.data
-    if vocabulary_file.is_file():
-        tokenizer = keras_hub.models.BertTokenizer(vocabulary=str(vocabulary_file), lowercase=data.lowercase)
-    elif data.vocabulary:
+    if run.vocabulary_file.is_file():
+        return keras_hub.models.BertTokenizer(vocabulary=str(run.vocabulary_file), lowercase=data.lowercase)
+    if data.vocabulary:
         tokenizer = keras_hub.models.BertTokenizer(vocabulary=data.vocabulary, lowercase=data.lowercase)
     elif recipe.model.preset:
-        tokenizer = keras_hub.models.BertTokenizer.from_preset(recipe.model.preset)
+        tokenizer = keras_hub.models.BertTokenizer.from_preset(str(preset_directory(recipe.model.preset)))
     else:
-        vocabulary = train_vocabulary(documents, data.vocabulary_size, data.lowercase)
+        vocabulary = train_word_piece(documents, data.vocabulary_size, data.lowercase)
         tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=data.lowercase)
-    vocabulary_file.write_text("".join(token + "\n" for token in tokenizer.get_vocabulary()), encoding="utf-8")
+    run.vocabulary_file.write_text("".join(token + "\n" for token in tokenizer.get_vocabulary()), encoding="utf-8")
     return tokenizer
 
 
-def train_vocabulary(documents: list[str], size: int, lowercase: bool) -> list[str]:
+def _gpt2_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
+    if run.bpe_vocabulary_file.is_file():
+        return _load_bpe(run.bpe_vocabulary_file, run.merges_file)
+    data = recipe.data
+    if data.vocabulary:
+        tokenizer = _load_bpe(Path(data.vocabulary), Path(data.merges))
+    elif recipe.model.preset:
+        tokenizer = keras_hub.models.GPT2Tokenizer.from_preset(str(preset_directory(recipe.model.preset)))
+    else:
+        vocabulary, merges = train_byte_level_bpe(documents, data.vocabulary_size)
+        tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
+    run.bpe_vocabulary_file.write_text(json.dumps(tokenizer.vocabulary, ensure_ascii=False), encoding="utf-8")
+    run.merges_file.write_text("".join(merge + "\n" for merge in tokenizer.merges), encoding="utf-8")
+    return tokenizer
+
+
+def _load_bpe(vocabulary: Path, merges: Path):
+    lines = [line for line in merges.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#version")]
+    return keras_hub.models.GPT2Tokenizer(vocabulary=json.loads(vocabulary.read_text(encoding="utf-8")), merges=lines)
+
+
+def train_word_piece(documents: list[str], size: int, lowercase: bool) -> list[str]:
     """A WordPiece vocabulary of at most `size` tokens learnt from `documents` (keras-hub's trainer)."""
     dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
-    return keras_hub.tokenizers.compute_word_piece_vocabulary(
-        dataset, size, lowercase=lowercase, reserved_tokens=RESERVED_TOKENS
-    )
+    return keras_hub.tokenizers.compute_word_piece_vocabulary(dataset, size, lowercase=lowercase, reserved_tokens=RESERVED_TOKENS)
+
+
+def train_byte_level_bpe(documents: list[str], size: int) -> tuple[dict[str, int], list[str]]:
+    """GPT-2 style byte-level BPE (vocabulary, merges) learnt with Hugging Face `tokenizers`."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(documents, vocab_size=size, min_frequency=2, special_tokens=BPE_SPECIAL_TOKENS, show_progress=False)
+    with tempfile.TemporaryDirectory() as directory:
+        trainer.save_model(directory)
+        merges = (Path(directory) / "merges.txt").read_text(encoding="utf-8").splitlines()
+    return trainer.get_vocab(), [line for line in merges if line and not line.startswith("#version")]
 
 
 def tokenize(tokenizer, documents: list[str]) -> list:

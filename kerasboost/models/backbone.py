@@ -6,24 +6,24 @@ checkpoint directory (config.json + model.safetensors), which keras-hub converts
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import keras
 import keras_hub
 
 from kerasboost.errors import InputError
 from kerasboost.recipe import ModelConfig
+from kerasboost.rundir import preset_directory
 
-_BACKBONES = {"bert": "BertBackbone"}
+_BACKBONES = {"bert": "BertBackbone", "gpt2": "GPT2Backbone"}
 
 
 def build_backbone(config: ModelConfig, vocabulary_size: int):
     """The keras-hub backbone named by `config.backbone`, built under the current dtype policy."""
     backbone_class = getattr(keras_hub.models, _BACKBONES[config.backbone])
     if config.preset:
-        preset = Path(config.preset)
+        preset = preset_directory(config.preset)
         if not (preset / "config.json").is_file():
             raise InputError(f"model.preset: {preset} holds no config.json (neither a keras-hub preset nor a Hugging Face checkpoint)")
-        backbone = backbone_class.from_preset(str(preset))
+        backbone = backbone_class.from_preset(str(preset), dtype=keras.config.dtype_policy())
         if backbone.vocabulary_size != vocabulary_size:
             raise InputError(
                 f"model.preset: the backbone's vocabulary has {backbone.vocabulary_size} tokens but the tokenizer has {vocabulary_size}"

@@ -1,26 +1,32 @@
-"""Masked-LM task model: backbone + keras-hub `MaskedLMHead` tied to the token embedding."""
+"""BERT pretraining models: masked LM, optionally with next-sentence prediction (the original BERT).
+
+The MLM head is keras-hub's `MaskedLMHead` tied to the token embedding; the NSP head is ours.
+"""
 
 from __future__ import annotations
 
 import keras
 import keras_hub
 
+from kerasboost.models.heads import NextSentenceHead
 
-def build_mlm_model(backbone):
-    """A functional model: {token_ids, segment_ids, padding_mask, mask_positions} -> logits at masked slots.
 
-    The pooler gets no gradient from this loss, so it is frozen rather than left to AdamW's weight decay.
-    The head is kept float32: under a mixed policy on TensorFlow a bfloat16 head fails on its float32 bias,
-    and float32 logits make the softmax cross-entropy stable.
+def bert_inputs(*extra: str) -> dict:
+    names = ("token_ids", "segment_ids", "padding_mask", *extra)
+    return {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}
+
+
+def build_mlm_model(backbone, next_sentence: bool = False) -> keras.Model:
+    """{token_ids, segment_ids, padding_mask, mask_positions} -> MLM logits at the masked slots
+    (and, with `next_sentence`, a dict {"mlm": ..., "nsp": ...}).
+
+    Without NSP the pooler gets no gradient, so it is frozen rather than left to AdamW's weight decay.
+    The heads are float32: under a mixed policy on TensorFlow a bfloat16 MaskedLMHead fails on its
+    float32 bias, and float32 logits keep the softmax cross-entropy stable.
     """
-    inputs = {
-        "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-        "segment_ids": keras.Input(shape=(None,), dtype="int32", name="segment_ids"),
-        "padding_mask": keras.Input(shape=(None,), dtype="int32", name="padding_mask"),
-        "mask_positions": keras.Input(shape=(None,), dtype="int32", name="mask_positions"),
-    }
-    backbone.get_layer("pooled_dense").trainable = False
-    sequence = backbone({key: inputs[key] for key in ("token_ids", "segment_ids", "padding_mask")})["sequence_output"]
+    inputs = bert_inputs("mask_positions")
+    outputs = backbone({key: inputs[key] for key in ("token_ids", "segment_ids", "padding_mask")})
+    backbone.get_layer("pooled_dense").trainable = next_sentence
     head = keras_hub.layers.MaskedLMHead(
         vocabulary_size=backbone.vocabulary_size,
         token_embedding=backbone.token_embedding,
@@ -29,11 +35,17 @@ def build_mlm_model(backbone):
         dtype="float32",
         name="mlm_head",
     )
-    logits = head(sequence, mask_positions=inputs["mask_positions"])
-    return keras.Model(inputs, logits, name="bert_masked_lm")
+    mlm_logits = head(outputs["sequence_output"], mask_positions=inputs["mask_positions"])
+    if not next_sentence:
+        return keras.Model(inputs, mlm_logits, name="bert_masked_lm")
+    nsp_logits = NextSentenceHead(kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="nsp_head")(outputs["pooled_output"])
+    return keras.Model(inputs, {"mlm": mlm_logits, "nsp": nsp_logits}, name="bert_pretraining")
+
+
+def sparse_cross_entropy() -> keras.losses.Loss:
+    """Cross-entropy averaged over slots with non-zero weight (keras-hub's default also counts padding)."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
 
 
 def mlm_loss_and_metrics():
-    """Cross-entropy averaged over real masked slots only (keras-hub's default also counts padding)."""
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
-    return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return sparse_cross_entropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

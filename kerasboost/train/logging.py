@@ -39,6 +39,12 @@ class RunLog:
             with writer.as_default(step=step):
                 tf.summary.text(name, value)
 
+    def image(self, name: str, step: int, image) -> None:
+        writer = self._writers.get("validation")
+        if writer is not None:
+            with writer.as_default(step=step):
+                tf.summary.image(name, image)
+
     def record(self, entry: dict) -> None:
         with self.metrics_file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")

@@ -74,8 +74,9 @@ class PeriodEnd(keras.callbacks.Callback):
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
 
 
-def train(model: keras.Model, batches: Batches, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int) -> TrainResult:
-    """Trains from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`."""
+def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int) -> TrainResult:
+    """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`."""
+    model, batches = task.model, task.batches
     config = recipe.train
     accumulation = config.gradient_accumulation
     micro_batch = config.batch_size // accumulation
@@ -83,7 +84,8 @@ def train(model: keras.Model, batches: Batches, recipe: Recipe, run: RunDir, log
     schedule = build_schedule(config, total_steps)
 
     def evaluate(step: int, train_loss=None, tokens_per_second=None) -> dict:
-        return _evaluate(model, validation, log, step, total_steps, schedule, train_loss, tokens_per_second)
+        values = validation_metrics(task, validation, log, step)
+        return _report(values, log, step, total_steps, schedule, train_loss, tokens_per_second)
 
     steps = StepLogger(log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps, total_steps)
     period_end = PeriodEnd(evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example)
@@ -100,22 +102,32 @@ def train(model: keras.Model, batches: Batches, recipe: Recipe, run: RunDir, log
             shuffle=False,
             verbose=1 if sys.stdout.isatty() else 0,
         )
+    if task.after_training is not None:
+        task.after_training(log, period_end.result.final_step)
     log.flush()
     return period_end.result
 
 
-def _evaluate(model, validation, log: RunLog, step: int, total_steps: int, schedule, train_loss=None, tokens_per_second=None) -> dict:
-    metrics = model.evaluate(validation, verbose=0, return_dict=True)
-    values = {"loss": float(metrics["loss"]), "accuracy": float(metrics.get("accuracy", float("nan")))}
-    values["perplexity"] = perplexity(values["loss"])
+def validation_metrics(task, validation, log: RunLog, step: int) -> dict[str, float]:
+    """The compiled losses and metrics on the validation set, perplexity, and the task's own extras."""
+    results = task.model.evaluate(validation, verbose=0, return_dict=True)
+    values = {name: float(results[name]) for name in sorted(results, key=lambda name: (name != "loss", name))}
+    if task.perplexity_of:
+        values["perplexity"] = perplexity(values[task.perplexity_of])
+    if task.extra_metrics is not None:
+        values.update(task.extra_metrics(task.model, validation, log, step))
     log.scalars("validation", step, values)
+    return values
+
+
+def _report(values: dict, log: RunLog, step: int, total_steps: int, schedule, train_loss=None, tokens_per_second=None) -> dict:
     entry = {"step": step, "learning_rate": learning_rate(schedule, step), **{f"val_{k}": v for k, v in values.items()}}
     shown = f"step {step:>{len(str(total_steps))}}/{total_steps}"
     if train_loss is not None:
         entry.update(loss=train_loss, tokens_per_second=tokens_per_second)
         shown += f"  loss {train_loss:.4f}"
     log.record(entry)
-    shown += f"  val_loss {values['loss']:.4f}  val_accuracy {values['accuracy']:.4f}  val_perplexity {values['perplexity']:.1f}"
+    shown += "".join(f"  val_{name} {value:.1f}" if name == "perplexity" else f"  val_{name} {value:.4f}" for name, value in values.items())
     if tokens_per_second:
         shown += f"  {tokens_per_second:,.0f} tokens/s"
     print(shown, flush=True)

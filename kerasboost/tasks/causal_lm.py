@@ -1,0 +1,49 @@
+"""task: causal_lm — GPT-2 next-token prediction on packed documents, then sample generations."""
+
+from __future__ import annotations
+
+import json
+
+from kerasboost.data.causal import next_token_transform, pack_causal
+from kerasboost.data.tokenizer import build_tokenizer, tokenize
+from kerasboost.errors import DataError
+from kerasboost.models.backbone import build_backbone
+from kerasboost.models.causal_lm import build_causal_lm_model, generate
+from kerasboost.models.mlm import mlm_loss_and_metrics
+from kerasboost.train.loop import Batches
+
+
+def prepare(recipe, run, train_docs, validation_docs, report):
+    from kerasboost.tasks import Task, describe_data
+
+    data = recipe.data
+    tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
+    end_id = tokenizer.end_token_id
+    examples = {}
+    for split, documents in (("train", train_docs), ("validation", validation_docs)):
+        packed = pack_causal(tokenize(tokenizer, [doc.text for doc in documents]), data.sequence_length, end_id)
+        if len(packed) == 0:
+            raise DataError(f"data.source: the {split} documents give no sequence of data.sequence_length={data.sequence_length} tokens")
+        examples[split] = {"token_ids": packed}
+    backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
+    loss, metrics = mlm_loss_and_metrics()
+    summary = [
+        describe_data(report, train_docs, validation_docs, len(examples["train"]["token_ids"]), len(examples["validation"]["token_ids"]), f"packed sequences of {data.sequence_length} tokens"),
+        f"tokenizer: byte-level BPE, {tokenizer.vocabulary_size()} tokens -> {run.bpe_vocabulary_file}, {run.merges_file}",
+    ]
+
+    def after_training(log, step):
+        settings = recipe.generate
+        if not settings.prompts:
+            return
+        print("generations:", flush=True)
+        with run.generations_file.open("a", encoding="utf-8") as handle:
+            for strategy in settings.strategies:
+                outputs = generate(backbone, tokenizer, settings.prompts, settings.max_length, strategy, settings.top_k, settings.top_p, settings.seed)
+                for prompt, (text, tokens) in zip(settings.prompts, outputs):
+                    print(f"  [{strategy}] {text!r}", flush=True)
+                    record = {"step": step, "strategy": strategy, "prompt": prompt, "text": text, "tokens": tokens}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                log.text(f"generation/{strategy}", step, "\n\n".join(f"**{p}** → {t}" for p, (t, _) in zip(settings.prompts, outputs)))
+
+    return Task(tokenizer, Batches(examples["train"], examples["validation"], next_token_transform, data.sequence_length), backbone, build_causal_lm_model(backbone), loss, metrics, summary, after_training=after_training)

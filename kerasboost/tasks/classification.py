@@ -1,0 +1,97 @@
+"""task: classification — a classifier head on a BERT or GPT-2 backbone, labels from the data."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasboost.data.classification import encode_texts, label_names, label_transform
+from kerasboost.data.tokenizer import build_tokenizer, tokenize
+from kerasboost.errors import DataError
+from kerasboost.models.backbone import build_backbone
+from kerasboost.models.classifier import build_classifier
+from kerasboost.train.loop import Batches
+
+
+def prepare(recipe, run, train_docs, validation_docs, report):
+    from kerasboost.tasks import Task, describe_data
+
+    data = recipe.data
+    if run.labels_file.is_file():
+        names = json.loads(run.labels_file.read_text(encoding="utf-8"))
+        unknown = sorted({doc.label for doc in validation_docs} - set(names))
+        if unknown:
+            raise DataError(f"data.label_field: labels the model was not trained on: {', '.join(unknown[:5])}")
+    else:
+        names = label_names([doc.label for doc in train_docs], [doc.label for doc in validation_docs])
+        run.labels_file.write_text(json.dumps(names, indent=1) + "\n", encoding="utf-8")
+    index = {name: i for i, name in enumerate(names)}
+    tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
+    bert = recipe.model.backbone == "bert"
+    start_id = tokenizer.cls_token_id if bert else None
+    end_id = tokenizer.sep_token_id if bert else tokenizer.end_token_id
+    examples = {}
+    for split, documents in (("train", train_docs), ("validation", validation_docs)):
+        encoded = encode_texts(tokenize(tokenizer, [doc.text for doc in documents]), data.sequence_length, start_id, end_id, tokenizer.pad_token_id)
+        examples[split] = {**encoded, "label": np.array([index[doc.label] for doc in documents], dtype=np.int32)}
+    backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
+    model = build_classifier(backbone, len(names), recipe.model.classifier_dropout, uses_segments=bert)
+    counts = np.bincount(examples["validation"]["label"], minlength=len(names))
+    summary = [
+        describe_data(report, train_docs, validation_docs, len(train_docs), len(validation_docs), "texts"),
+        f"labels: {len(names)} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}) -> {run.labels_file} · "
+        f"majority-class validation accuracy {counts.max() / counts.sum():.3f}",
+        f"tokenizer: {tokenizer.vocabulary_size()} tokens",
+    ]
+    return Task(
+        tokenizer,
+        Batches(examples["train"], examples["validation"], label_transform(bert), data.sequence_length),
+        backbone,
+        model,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        summary=summary,
+        perplexity_of=None,
+        extra_metrics=lambda model, dataset, log, step: classification_metrics(model, dataset, names, log, step),
+    )
+
+
+def classification_metrics(model, dataset, names: list[str], log, step: int) -> dict:
+    """Macro precision, recall and F1 from the confusion matrix; the matrix goes to TensorBoard as an image."""
+    truth, predicted = [], []
+    for inputs, labels, _ in dataset.as_numpy_iterator():
+        logits = model.predict_on_batch(inputs)
+        truth.append(np.asarray(labels))
+        predicted.append(np.argmax(keras.ops.convert_to_numpy(logits), axis=-1))
+    matrix = confusion_matrix(np.concatenate(truth), np.concatenate(predicted), len(names))
+    log.image("confusion_matrix", step, confusion_image(matrix))
+    return scores(matrix)
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """matrix[t, p] = how many examples of class t were predicted as p."""
+    return np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def scores(matrix: np.ndarray) -> dict:
+    """Macro-averaged precision, recall and F1 (a class never predicted has precision 0)."""
+    true_positives = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0)
+    actual = matrix.sum(axis=1)
+    precision = np.divide(true_positives, predicted, out=np.zeros_like(true_positives), where=predicted > 0)
+    recall = np.divide(true_positives, actual, out=np.zeros_like(true_positives), where=actual > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    return {"precision": float(precision.mean()), "recall": float(recall.mean()), "macro_f1": float(f1.mean())}
+
+
+def confusion_image(matrix: np.ndarray, cell: int = 24) -> np.ndarray:
+    """The row-normalised matrix as a (1, H, W, 3) uint8 heat map: dark is 0, bright is all of the row."""
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    pixels = np.kron(share, np.ones((cell, cell)))
+    image = np.stack([pixels, pixels ** 0.5, 1 - pixels], axis=-1) * 255
+    return tf.cast(image[None], tf.uint8).numpy()

@@ -1,0 +1,38 @@
+"""task: mlm — masked-language modelling on packed sequences (RoBERTa-style, no NSP)."""
+
+from __future__ import annotations
+
+from kerasboost.data.mlm import masker, pack_sequences
+from kerasboost.data.tokenizer import build_tokenizer, tokenize
+from kerasboost.errors import DataError
+from kerasboost.models.backbone import build_backbone
+from kerasboost.models.mlm import build_mlm_model, mlm_loss_and_metrics
+from kerasboost.train.loop import Batches
+
+
+def mlm_masker(recipe, tokenizer):
+    data = recipe.data
+    max_predictions = data.max_predictions or max(1, round(data.sequence_length * data.mask_rate))
+    return masker(tokenizer.vocabulary_size(), tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.special_token_ids, data.mask_rate, max_predictions)
+
+
+def prepare(recipe, run, train_docs, validation_docs, report):
+    from kerasboost.tasks import Task, describe_data
+
+    data = recipe.data
+    tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
+    examples = {}
+    for split, documents in (("train", train_docs), ("validation", validation_docs)):
+        ids = tokenize(tokenizer, [doc.text for doc in documents])
+        packed = pack_sequences(ids, data.sequence_length, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+        if len(packed) == 0:
+            raise DataError(f"data.source: the {split} documents give no sequence of data.sequence_length={data.sequence_length} tokens")
+        examples[split] = {"token_ids": packed}
+    backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
+    loss, metrics = mlm_loss_and_metrics()
+    summary = [
+        describe_data(report, train_docs, validation_docs, len(examples["train"]["token_ids"]), len(examples["validation"]["token_ids"]), f"sequences of {data.sequence_length} tokens"),
+        f"tokenizer: WordPiece, {tokenizer.vocabulary_size()} tokens -> {run.vocabulary_file}",
+    ]
+    batches = Batches(examples["train"], examples["validation"], mlm_masker(recipe, tokenizer), data.sequence_length)
+    return Task(tokenizer, batches, backbone, build_mlm_model(backbone), loss, metrics, summary)
