@@ -6,6 +6,7 @@ failure (short message; traceback with --debug). Only `run` imports keras, after
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -45,6 +46,34 @@ def run(recipe: str, overrides: tuple[str, ...], backend: str | None, output_dir
     from kerasboost.runner import run as run_recipe
 
     run_recipe(loaded, output_dir=output_dir, resume=resume)
+
+
+@cli.command("eval")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--from", "source", required=True, type=click.Path(), help="A run directory (newest checkpoint) or a preset directory.")
+@click.option("--data", type=click.Path(), help="Evaluate on this file instead of the recipe's validation data.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(recipe: str, source: str, data: str | None, overrides: tuple[str, ...], backend: str | None, as_json: bool) -> None:
+    """Compute RECIPE's task metrics for a trained model on its validation data (or --data)."""
+    from kerasboost.backend import resolve_backend, select_backend
+
+    loaded = load_recipe(recipe, overrides)
+    check_files(loaded, source=recipe)
+    if data is not None and not Path(data).is_file():
+        raise InputError(f"--data: file not found: {data}")
+    select_backend(resolve_backend(backend, loaded.backend))
+    from kerasboost.runner import evaluate as evaluate_recipe
+
+    metrics = evaluate_recipe(loaded, source, data)
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    width = max(len(name) for name in metrics)
+    click.echo(f"{'metric':<{width}}  value")
+    for name, value in metrics.items():
+        click.echo(f"{name:<{width}}  {value:.4f}")
 
 
 @cli.command()

@@ -170,12 +170,6 @@ class Recipe(_Section):
         needs = {"mlm": "bert", "bert_pretraining": "bert", "causal_lm": "gpt2"}.get(self.task)
         if needs and self.model.backbone != needs:
             raise ValueError(f"task {self.task} needs model.backbone: {needs} (got {self.model.backbone})")
-        every = self.checkpoint.every_steps
-        if every is not None and every % self.train.eval_every:
-            raise ValueError(
-                f"checkpoint.every_steps ({every}) must be a multiple of train.eval_every "
-                f"({self.train.eval_every}): checkpoints are taken after validation"
-            )
         if self.data.sequence_length > self.model.config.max_sequence_length:
             raise ValueError(
                 f"data.sequence_length ({self.data.sequence_length}) exceeds "

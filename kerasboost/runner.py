@@ -6,6 +6,7 @@ Called after `backend.select_backend`, so importing keras here fixes the chosen 
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,8 @@ from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
 from kerasboost.tasks import needs_labels, prepare_task
 from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
 from kerasboost.train.logging import RunLog
-from kerasboost.train.loop import train
+from kerasboost.data.pipeline import evaluation_batches
+from kerasboost.train.loop import train, validation_metrics
 from kerasboost.train.optimizer import build_optimizer
 
 
@@ -68,6 +70,34 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
         export_preset(task.backbone, task.tokenizer, run_dir.preset)
     _print_summary(run_dir, result, time.perf_counter() - started)
     return run_dir
+
+
+def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[str, float]:
+    """The task's validation metrics for the model in `source`: a run directory (its newest checkpoint,
+    tokenizer and labels) or a preset directory (backbone only: task heads start untrained)."""
+    source_dir = Path(source)
+    from_run = (source_dir / "checkpoints").is_dir()
+    if not source_dir.is_dir():
+        raise InputError(f"--from: {source} is not a directory")
+    if data is not None:
+        recipe.data.validation_source = data
+    if not from_run:
+        recipe.model.preset = str(source_dir)
+    set_precision(recipe.train.precision)
+    documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = RunDir(source_dir.resolve() if from_run else Path(scratch))
+        task = prepare_task(recipe, run_dir, *documents)
+        if from_run:  # loaded before compiling, so the checkpoint's optimizer state is not looked for
+            checkpoint = latest_checkpoint(run_dir.checkpoints)
+            if checkpoint is None:
+                raise InputError(f"--from: {run_dir.checkpoints} holds no checkpoint")
+            task.model.load_weights(str(checkpoint[0] / "model.weights.h5"))
+        else:
+            print(f"warning: {source} holds a backbone only; the {recipe.task} head is untrained", flush=True)
+        task.model.compile(loss=task.loss, loss_weights=task.loss_weights, weighted_metrics=task.metrics, jit_compile=recipe.train.jit_compile)
+        validation = evaluation_batches(task.batches.validation, task.batches.transform, recipe.train.batch_size, recipe.seed + 1, recipe.train.eval_batches)
+        return validation_metrics(task, validation, RunLog(run_dir.logs, run_dir.metrics_file, tensorboard=False), step=0)
 
 
 def _total_steps(recipe: Recipe, num_examples: int) -> int:

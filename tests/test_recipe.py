@@ -43,10 +43,11 @@ BROKEN = {
     "steps_and_epochs": ("train:\n  steps: 3\n  epochs: 1\n", "train: give train.steps or train.epochs, not both"),
     "heads_do_not_divide": ("model:\n  config:\n    hidden_dim: 30\n    num_heads: 4\n", "model.config: hidden_dim (30) must be divisible by num_heads (4)"),
     "not_a_mapping": ("- just\n- a list\n", "a recipe must be a mapping"),
-    "bad_task": ("task: translation\n", "task: Input should be 'mlm'"),
+    "bad_task": ("task: translation\n", "task: Input should be 'mlm', 'bert_pretraining', 'causal_lm' or 'classification'"),
     "sequence_too_long": ("data:\n  sequence_length: 1024\n", "data.sequence_length (1024) exceeds model.config.max_sequence_length"),
     "accumulation_does_not_divide": ("train:\n  batch_size: 10\n  gradient_accumulation: 3\n", "batch_size (10) must be divisible by gradient_accumulation (3)"),
-    "checkpoint_off_eval_grid": ("train:\n  eval_every: 10\ncheckpoint:\n  every_steps: 15\n", "checkpoint.every_steps (15) must be a multiple of train.eval_every (10)"),
+    "task_needs_other_backbone": ("task: causal_lm\n", "task causal_lm needs model.backbone: gpt2 (got bert)"),
+    "gpt2_vocabulary_without_merges": ("model:\n  backbone: gpt2\ntask: causal_lm\ndata:\n  vocabulary: recipes/mlm.yaml\n", "a GPT-2 tokenizer needs both files"),
     "missing_vocabulary": ("data:\n  vocabulary: /nonexistent/vocab.txt\n", "data.vocabulary: file not found"),
     "unknown_model_config_key": ("model:\n  config:\n    num_layer: 2\n", "model.config.num_layer: unknown key (did you mean 'num_layers'?)"),
 }

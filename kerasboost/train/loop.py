@@ -40,7 +40,8 @@ class TrainResult:
 
 
 class PeriodEnd(keras.callbacks.Callback):
-    """At the end of each evaluation period: validation metrics, TensorBoard, metrics.jsonl, checkpoint."""
+    """At the end of each evaluation period: validation metrics, TensorBoard, metrics.jsonl, and a
+    checkpoint when the period crossed a multiple of `checkpoint.every_steps` (or ended the run)."""
 
     def __init__(self, evaluate, steps: StepLogger, recipe: Recipe, run: RunDir, total_steps: int, tokens_per_step: int):
         super().__init__()
@@ -67,7 +68,7 @@ class PeriodEnd(keras.callbacks.Callback):
             self._steady[1] += seconds
         self.result.evaluations.append(self.evaluate(step, float(logs["loss"]), tokens / seconds))
         every = self.recipe.checkpoint.every_steps
-        if (every and step % every == 0) or step == self.total_steps:
+        if (every and step // every > self.result.final_step // every) or step == self.total_steps:
             save_checkpoint(self.model, self.run.checkpoints, step, self.recipe.checkpoint.keep)
         self.result.final_step = step
         if self._steady[1]:

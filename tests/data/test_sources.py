@@ -6,10 +6,17 @@ import json
 
 import pytest
 
-from kerasboost.data.builtin import pydocs
-from kerasboost.data.sources import read_documents, read_splits
+from kerasboost.data.builtin import TOPICS, pydocs, pydocs_topics
+from kerasboost.data.sources import read_documents as read_records
+from kerasboost.data.sources import read_splits
 from kerasboost.errors import DataError
 from kerasboost.recipe import DataConfig
+
+
+def read_documents(*args, **kwargs):
+    """Texts only, for tests about reading text."""
+    documents, report = read_records(*args, **kwargs)
+    return [document.text for document in documents], report
 
 
 def test_text_blank_line_blocks_and_lines(tmp_path):
@@ -67,6 +74,31 @@ def test_empty_and_missing_sources_are_clear_errors(tmp_path):
         read_documents(["builtin:wiki"], DataConfig())
 
 
+def test_labels_from_jsonl_and_csv(tmp_path):
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text(json.dumps({"text": "one", "label": "pos"}) + "\n" + json.dumps({"text": "two", "label": 3}) + "\n")
+    records, _ = read_records([str(jsonl)], DataConfig(), labels=True)
+    assert [(r.text, r.label) for r in records] == [("one", "pos"), ("two", "3")]
+    with pytest.raises(DataError, match=r"d.jsonl:1: no field 'topic' \(data.label_field\)"):
+        read_records([str(jsonl)], DataConfig(label_field="topic"), labels=True)
+    table = tmp_path / "d.csv"
+    table.write_text("text,label\nhello,a\nworld,b\n")
+    records, _ = read_records([str(table)], DataConfig(), labels=True)
+    assert [(r.text, r.label) for r in records] == [("hello", "a"), ("world", "b")]
+    with pytest.raises(DataError, match=r"d.csv: no column 'topic' \(data.label_field\); found: text, label"):
+        read_records([str(table)], DataConfig(label_field="topic"), labels=True)
+    text = tmp_path / "d.txt"
+    text.write_text("no labels here")
+    with pytest.raises(DataError, match="plain text has no labels"):
+        read_records([str(text)], DataConfig(), labels=True)
+
+
+def test_builtin_topics_are_a_labelled_subset():
+    records = pydocs_topics()
+    assert {r.label for r in records} == set(TOPICS)
+    assert len(records) > 800
+
+
 def test_builtin_pydocs_is_deterministic_and_labelled():
     documents = pydocs()
     assert len(documents) > 2000
@@ -81,6 +113,6 @@ def test_validation_split_is_seeded_and_disjoint(tmp_path):
     path.write_text("\n".join(f"document number {i}" for i in range(100)))
     config = DataConfig(source=str(path), document_split="line", validation_split=0.1)
     train, validation, _ = read_splits(config, seed=3)
-    assert len(validation) == 10 and len(train) == 90 and not set(train) & set(validation)
+    assert len(validation) == 10 and len(train) == 90 and not {d.text for d in train} & {d.text for d in validation}
     assert read_splits(config, seed=3)[1] == validation
     assert read_splits(config, seed=4)[1] != validation

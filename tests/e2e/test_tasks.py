@@ -1,0 +1,125 @@
+"""Whole runs of every task with tiny models, on each backend: pretrain BERT (MLM + NSP), fine-tune a
+classifier from that run, evaluate it, and train a GPT-2 causal LM that generates text."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from helpers import BACKENDS, explain, kerasboost, overrides, python
+
+pytestmark = pytest.mark.e2e
+
+TOPIC_WORDS = {
+    "network": ["socket", "connection", "server", "client", "request", "address", "port"],
+    "files": ["file", "directory", "path", "read", "write", "open", "name"],
+    "numbers": ["number", "integer", "float", "decimal", "value", "digits", "round"],
+}
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_topics_csv(path: Path, rows: int = 240) -> Path:
+    """A small separable labelled set: each text mixes the words of its topic with common words."""
+    rng = random.Random(0)
+    lines = ["text,label"]
+    for index in range(rows):
+        label = list(TOPIC_WORDS)[index % 3]
+        words = rng.sample(TOPIC_WORDS[label], 4) + rng.sample(["the", "a", "of", "is", "to", "and", "for"], 3)
+        rng.shuffle(words)
+        lines.append(f"{' '.join(words)},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def runs(request, tmp_path_factory):
+    """A pretraining run and a classification run fine-tuned from it, on one backend."""
+    backend = request.param
+    root = tmp_path_factory.mktemp(f"tasks-{backend}")
+    pretrain = root / "pretrain"
+    process = kerasboost(
+        "run", "recipes/bert_pretrain.yaml", "--output-dir", str(pretrain),
+        *overrides("train.steps=6", "train.eval_every=3", "train.learning_rate=5e-3", "model.config.dropout=0"),
+        backend=backend,
+    )
+    assert process.returncode == 0, explain(process)
+    data = write_topics_csv(root / "topics.csv")
+    classify = root / "classify"
+    process = kerasboost(
+        "run", "recipes/classify.yaml", "--output-dir", str(classify),
+        *overrides(f"data.source={data}", f"model.preset={pretrain}", "train.steps=40", "train.eval_every=20",
+                   "train.learning_rate=3e-3", "train.warmup_steps=4", "data.validation_split=0.25"),
+        backend=backend,
+    )
+    assert process.returncode == 0, explain(process)
+    return backend, pretrain, classify, data
+
+
+def test_bert_pretraining_learns_mlm_and_nsp(runs):
+    _, pretrain, _, _ = runs
+    history = metrics(pretrain)
+    assert [entry["step"] for entry in history] == [0, 3, 6]
+    assert history[-1]["val_mlm_loss"] < history[0]["val_mlm_loss"] - 0.05, history
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    for key in ("val_nsp_loss", "val_nsp_accuracy", "val_mlm_accuracy", "val_perplexity"):
+        assert key in history[-1]
+    assert (pretrain / "preset" / "config.json").is_file()
+
+
+def test_classification_from_the_pretraining_run_beats_the_majority_class(runs):
+    _, _, classify, _ = runs
+    history = metrics(classify)
+    final = history[-1]
+    assert json.loads((classify / "labels.json").read_text()) == sorted(TOPIC_WORDS)
+    assert final["val_accuracy"] >= 1 / 3 + 0.3, history  # three balanced classes: majority is ~1/3
+    assert final["val_macro_f1"] > 0.5 and 0 < final["val_precision"] <= 1 and 0 < final["val_recall"] <= 1
+    assert final["val_loss"] < history[0]["val_loss"]
+
+
+def test_fine_tuning_starts_from_the_exported_backbone(runs):
+    backend, pretrain, _, data = runs
+    process = python(Path(__file__).with_name("check_transfer.py").read_text(), backend, str(pretrain), "recipes/classify.yaml", str(data))
+    assert process.returncode == 0 and "TRANSFER OK" in process.stdout, explain(process)
+
+
+def test_eval_prints_the_documented_metrics(runs):
+    backend, _, classify, _ = runs
+    process = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), "--json", backend=backend)
+    assert process.returncode == 0, explain(process)
+    values = json.loads(process.stdout.strip().splitlines()[-1])
+    assert set(values) == {"loss", "accuracy", "precision", "recall", "macro_f1"}
+    final = metrics(classify)[-1]
+    assert values["accuracy"] == pytest.approx(final["val_accuracy"], abs=1e-6)
+    table = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), backend=backend)
+    assert table.returncode == 0 and all(f"\n{name} " in "\n" + table.stdout for name in values), table.stdout
+
+
+def test_eval_with_a_wrong_label_column_is_a_one_line_error(runs):
+    backend, _, classify, data = runs
+    process = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), "--set", "data.label_field=topic", backend=backend)
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines() == [f"error: {data}: no column 'topic' (data.label_field); found: text, label"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_causal_lm_learns_and_generates_the_requested_length(backend, tmp_path):
+    run = tmp_path / "clm"
+    process = kerasboost(
+        "run", "recipes/gpt2_clm.yaml", "--output-dir", str(run),
+        *overrides("train.steps=6", "train.eval_every=3", "train.learning_rate=5e-3", "model.config.dropout=0", "generate.max_length=12"),
+        backend=backend,
+    )
+    assert process.returncode == 0, explain(process)
+    history = metrics(run)
+    assert history[-1]["val_loss"] < history[0]["val_loss"] - 0.05, history
+    assert history[-1]["val_perplexity"] < history[0]["val_perplexity"]
+    generations = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+    assert {g["strategy"] for g in generations} == {"greedy", "top_k", "top_p"}
+    assert len(generations) == 6 and all(g["tokens"] == 12 and g["text"].startswith(g["prompt"]) for g in generations)
+    assert "[greedy]" in process.stdout
+    assert (run / "vocabulary.json").is_file() and (run / "merges.txt").is_file()
