@@ -77,6 +77,38 @@ def evaluate(recipe: str, source: str, data: str | None, overrides: tuple[str, .
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "form", type=click.Choice(["preset", "merged", "adapter"]), default="preset", show_default=True,
+              help="preset: the backbone without adapters (the base); merged: adapters folded in; adapter: adapter files only.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-FORMAT).")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
+def export(run_dir: str, form: str, out: str | None, backend: str | None) -> None:
+    """Export a finished run's model from its newest checkpoint."""
+    click.echo(f"exported: {_export(run_dir, form, out, backend)}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-merged).")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
+def merge(run_dir: str, out: str | None, backend: str | None) -> None:
+    """Write a keras-hub preset with the run's adapters merged into the base (no LoRA layers in it)."""
+    click.echo(f"merged preset: {_export(run_dir, 'merged', out, backend)}")
+
+
+def _export(run_dir: str, form: str, out: str | None, backend: str | None) -> Path:
+    from kerasboost.backend import resolve_backend, select_backend
+
+    recipe_file = Path(run_dir) / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise InputError(f"{run_dir}: not a run directory (no recipe.yaml)")
+    select_backend(resolve_backend(backend, load_recipe(recipe_file).backend))
+    from kerasboost.runner import export_run
+
+    return export_run(run_dir, form, out)
+
+
+@cli.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 def validate(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -81,6 +82,21 @@ class ModelConfig(_Section):
     config: BackboneConfig = Field(default_factory=BackboneConfig)
     preset: Optional[str] = None
     classifier_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class PeftConfig(_Section):
+    """Adapters instead of full fine-tuning (see kerasboost/peft)."""
+
+    method: Literal["lora", "dora"] = "lora"
+    rank: int = Field(default=8, gt=0)
+    alpha: float = Field(default=16.0, gt=0.0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    rslora: bool = False
+    init: Literal["kaiming", "gaussian"] = "kaiming"
+    targets: Union[str, list[str]] = Field(default_factory=lambda: ["query", "value"])
+    exclude: list[str] = Field(default_factory=list)
+    modules_to_save: list[str] = Field(default_factory=list)
+    adapter: Optional[str] = None
 
 
 class LossWeights(_Section):
@@ -158,6 +174,7 @@ class Recipe(_Section):
     task: Literal["mlm", "bert_pretraining", "causal_lm", "classification"] = "mlm"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    peft: Optional[PeftConfig] = None
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -278,8 +295,10 @@ def _check_path(parts: list[str], where: str) -> None:
 
 
 def _section_fields(annotation: Any) -> Optional[dict]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation.model_fields
+    """The fields of a section type, also when it is optional (`Optional[PeftConfig]`)."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate.model_fields
     return None
 
 

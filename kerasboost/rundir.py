@@ -7,7 +7,8 @@
         metrics.jsonl               one line per evaluation (step 0 is before training)
         logs/train, logs/validation TensorBoard event files
         checkpoints/step-NNNNNNNN/  model + optimizer weights and the step, for --resume
-        preset/                     keras-hub preset of the trained backbone and its tokenizer
+        preset/                     keras-hub preset of the trained backbone (adapters merged) and tokenizer
+        adapter/                    with peft: the adapter alone (adapter_config.json + safetensors)
     runs/<name>/latest              link to the newest run of that name
 """
 
@@ -67,6 +68,10 @@ class RunDir:
     @property
     def preset(self) -> Path:
         return self.root / "preset"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
 
 
 def new_run_dir(name: str, output_dir: Optional[str] = None) -> RunDir:

@@ -18,7 +18,9 @@ from kerasboost.backend import seed_everything, set_precision, versions
 from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset
-from kerasboost.recipe import Recipe
+from kerasboost.peft.adapter import load_adapter, save_adapter
+from kerasboost.peft.inject import adapter_layers, apply_peft
+from kerasboost.recipe import Recipe, load_recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
 from kerasboost.tasks import needs_labels, prepare_task
 from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
@@ -45,6 +47,10 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
 
     seed_everything(recipe.seed)
     task = prepare_task(recipe, run_dir, *documents)
+    if recipe.peft is not None:
+        report = _add_adapters(task, recipe)
+        for line in report.lines():
+            print(line, flush=True)
     total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
     task.model.compile(
         optimizer=build_optimizer(recipe.train, total_steps),
@@ -68,6 +74,8 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
     result = train(task, recipe, run_dir, log, start_step, total_steps)
     if recipe.export.preset:
         export_preset(task.backbone, task.tokenizer, run_dir.preset)
+    if recipe.peft is not None:
+        save_adapter(task.model, task.backbone, run_dir.adapter)
     _print_summary(run_dir, result, time.perf_counter() - started)
     return run_dir
 
@@ -88,6 +96,8 @@ def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[st
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = RunDir(source_dir.resolve() if from_run else Path(scratch))
         task = prepare_task(recipe, run_dir, *documents)
+        if recipe.peft is not None:
+            _add_adapters(task, recipe)
         if from_run:  # loaded before compiling, so the checkpoint's optimizer state is not looked for
             checkpoint = latest_checkpoint(run_dir.checkpoints)
             if checkpoint is None:
@@ -98,6 +108,47 @@ def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[st
         task.model.compile(loss=task.loss, loss_weights=task.loss_weights, weighted_metrics=task.metrics, jit_compile=recipe.train.jit_compile)
         validation = evaluation_batches(task.batches.validation, task.batches.transform, recipe.train.batch_size, recipe.seed + 1, recipe.train.eval_batches)
         return validation_metrics(task, validation, RunLog(run_dir.logs, run_dir.metrics_file, tensorboard=False), step=0)
+
+
+def load_trained(run: str):
+    """The task of a finished run, rebuilt from its recipe.yaml, with its newest checkpoint loaded."""
+    run_dir = RunDir(Path(run).resolve())
+    recipe = load_recipe(run_dir.recipe_file)
+    checkpoint = latest_checkpoint(run_dir.checkpoints)
+    if checkpoint is None:
+        raise InputError(f"{run_dir.checkpoints}: no checkpoint to export")
+    set_precision(recipe.train.precision)
+    task = prepare_task(recipe, run_dir, *read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe)))
+    if recipe.peft is not None:
+        _add_adapters(task, recipe)
+    task.model.load_weights(str(checkpoint[0] / "model.weights.h5"))
+    return task, run_dir
+
+
+def export_run(run: str, form: str, out: Optional[str]) -> Path:
+    """`kerasboost export`: preset (the frozen base for adapters; else the trained backbone), merged
+    (adapters folded in), or adapter (the adapter files alone)."""
+    task, run_dir = load_trained(run)
+    directory = Path(out) if out else run_dir.root / f"export-{form}"
+    has_adapters = bool(adapter_layers(task.model))
+    if form == "adapter":
+        return save_adapter(task.model, task.backbone, directory)
+    if form == "merged" and not has_adapters:
+        raise InputError(f"--format merged: {run_dir.root} was trained without adapters; use --format preset")
+    backbone = task.backbone
+    if form == "preset" and has_adapters:
+        backbone = type(backbone).from_config(backbone.get_config())
+        trained = {variable.path: variable for variable in task.backbone.weights}
+        for variable in backbone.weights:
+            variable.assign(trained[variable.path])
+    return export_preset(backbone, task.tokenizer, directory)
+
+
+def _add_adapters(task, recipe: Recipe):
+    """Wraps the recipe's target layers with new adapters, or with those of `peft.adapter`."""
+    if recipe.peft.adapter:
+        return load_adapter(task.model, task.backbone, Path(recipe.peft.adapter), recipe.peft, recipe.seed)
+    return apply_peft(task.model, recipe.peft, recipe.seed)
 
 
 def _total_steps(recipe: Recipe, num_examples: int) -> int:

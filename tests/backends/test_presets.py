@@ -13,6 +13,7 @@ from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.errors import InputError
 from kerasboost.models.backbone import build_backbone
 from kerasboost.recipe import ModelConfig, Recipe
+from kerasboost.rundir import RunDir
 
 WORDS = ["the", "a", "model", "returns", "value", "list", "of", "items", "##s", "and"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS] + [f"w{i}" for i in range(85)]
@@ -44,7 +45,9 @@ def test_hugging_face_checkpoint_directory_matches_transformers(tmp_path):
 
     hf = hf_bert_checkpoint(tmp_path)
     recipe = Recipe(model=ModelConfig(preset=str(tmp_path)))
-    tokenizer = build_tokenizer(recipe, [], tmp_path / "run_vocabulary.txt")
+    run = tmp_path / "run"
+    run.mkdir()
+    tokenizer = build_tokenizer(recipe, [], RunDir(run))
     assert tokenizer.get_vocabulary() == VOCAB
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     x = inputs()

@@ -1,0 +1,79 @@
+"""Adapter files: only the adapter's weights (safetensors) and a JSON config that names the method,
+rank, alpha, the wrapped layers with their (in, out) shapes, and the base model they belong to.
+
+    adapter_config.json          {"format": "kerasboost-adapter", "method", "rank", "alpha", ...}
+    adapter_model.safetensors    "<layer path>/lora_a": (in, r), "<layer path>/lora_b": (r, out), ...
+
+Loading checks every shape against the base model first, so a wrong base is a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from kerasboost.errors import InputError
+from kerasboost.peft.inject import adapter_layers, apply_peft
+from kerasboost.recipe import PeftConfig
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def base_description(backbone) -> dict:
+    config = backbone.get_config()
+    return {"backbone": type(backbone).__name__, **{key: config[key] for key in ("vocabulary_size", "num_layers", "hidden_dim") if key in config}}
+
+
+def save_adapter(model: keras.Model, backbone, directory: Path) -> Path:
+    """Writes the adapter of `model` (which must hold LoRA layers) to `directory`."""
+    layers = adapter_layers(model)
+    if not layers:
+        raise InputError("this model has no adapter to save (the recipe has no peft: section)")
+    first = layers[0]
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{layer.path}/{v.name}": np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for layer in layers for v in layer.adapter_variables}
+    save_file(tensors, str(directory / WEIGHTS_FILE))
+    config = {
+        "format": "kerasboost-adapter",
+        "version": 1,
+        "method": first.adapter_method,
+        "rank": first.adapter_rank,
+        "alpha": first.adapter_alpha,
+        "rslora": first.adapter_rslora,
+        "layers": {layer.path: list(layer.adapter_shape) for layer in layers},
+        "base": base_description(backbone),
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    return directory
+
+
+def load_adapter(model: keras.Model, backbone, directory: Path, settings: PeftConfig, seed: int):
+    """Adds the adapter stored in `directory` to `model` (method, rank and layers from its config)."""
+    config_file = directory / CONFIG_FILE
+    if not config_file.is_file() or not (directory / WEIGHTS_FILE).is_file():
+        raise InputError(f"peft.adapter: {directory} holds no {CONFIG_FILE} + {WEIGHTS_FILE}")
+    config = json.loads(config_file.read_text())
+    if config.get("format") != "kerasboost-adapter":
+        raise InputError(f"peft.adapter: {config_file} is not a kerasboost adapter")
+    base = base_description(backbone)
+    for key, value in config["base"].items():
+        if base.get(key) != value:
+            raise InputError(f"peft.adapter: the adapter was trained on a base with {key}={value}, this model has {key}={base.get(key)}")
+    targets = [f"re:^{re.escape(path)}$" for path in config["layers"]]
+    adapted = settings.model_copy(update={"method": config["method"], "rank": config["rank"], "alpha": config["alpha"], "rslora": config["rslora"], "targets": targets})
+    report = apply_peft(model, adapted, seed)
+    found = {path: (fan_in, fan_out) for path, fan_in, fan_out, _ in report.wrapped}
+    for path, shape in config["layers"].items():
+        if found.get(path) != tuple(shape):
+            raise InputError(f"peft.adapter: layer {path} is {tuple(shape)} in the adapter but {found.get(path)} in the base model")
+    tensors = load_file(str(directory / WEIGHTS_FILE))
+    for layer in adapter_layers(model):
+        for variable in layer.adapter_variables:
+            variable.assign(tensors[f"{layer.path}/{variable.name}"])
+    return report

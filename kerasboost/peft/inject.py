@@ -1,0 +1,109 @@
+"""Putting adapters into a keras-hub model: which projections, what stays trainable, what it costs.
+
+Targets are named after keras-hub's sublayers (`query`, `key`, `value`, `attention_output`,
+`intermediate`, `output`), or `all-linear` for all six, or regular expressions on layer paths written
+`re:PATTERN`. `exclude` patterns remove matches. Everything else is frozen, except the layers named in
+`modules_to_save` (e.g. a classification head), which train in full.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import keras
+
+from kerasboost.errors import InputError
+from kerasboost.peft.lora import LoraLayer, attach_lora
+from kerasboost.recipe import PeftConfig
+
+# keras-hub attribute -> target name, for BERT's and GPT-2's transformer blocks.
+SUBLAYERS = {
+    "_query_dense": "query",
+    "_key_dense": "key",
+    "_value_dense": "value",
+    "_output_dense": "attention_output",
+    "_feedforward_intermediate_dense": "intermediate",
+    "_feedforward_output_dense": "output",
+}
+ALL_LINEAR = tuple(SUBLAYERS.values())
+
+
+@dataclass
+class PeftReport:
+    wrapped: list[tuple[str, int, int, int]]  # path, in_features, out_features, adapter parameters
+    trainable: int
+    total: int
+
+    def lines(self) -> list[str]:
+        width = max(len(path) for path, *_ in self.wrapped)
+        rows = [f"  {path:<{width}}  {fan_in:>5} -> {fan_out:<5}  {params:>8,}" for path, fan_in, fan_out, params in self.wrapped]
+        share = 100 * self.trainable / self.total
+        return [f"peft: {len(self.wrapped)} layers wrapped", *rows, f"  trainable {self.trainable:,} of {self.total:,} parameters ({share:.2f} %)"]
+
+
+def projections(model: keras.Model) -> dict[str, tuple[keras.layers.Layer, str]]:
+    """Every attention / feed-forward projection of the model's transformer blocks: path -> (layer, name)."""
+    found = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        attention = getattr(layer, "_self_attention_layer", None)
+        for owner in (layer, attention):
+            for attribute, name in SUBLAYERS.items():
+                sublayer = getattr(owner, attribute, None) if owner is not None else None
+                if isinstance(sublayer, (keras.layers.Dense, keras.layers.EinsumDense)):
+                    found[sublayer.path] = (sublayer, name)
+    return found
+
+
+def select_targets(model: keras.Model, config: PeftConfig) -> list[keras.layers.Layer]:
+    targets = [config.targets] if isinstance(config.targets, str) else list(config.targets)
+    names = set(ALL_LINEAR) if "all-linear" in targets else {t for t in targets if not t.startswith("re:")}
+    unknown = names - set(ALL_LINEAR)
+    if unknown:
+        raise InputError(f"peft.targets: unknown target {sorted(unknown)[0]!r} (choose from {', '.join(ALL_LINEAR)}, all-linear or re:PATTERN)")
+    patterns = [re.compile(t[3:]) for t in targets if t.startswith("re:")]
+    excluded = [re.compile(p) for p in config.exclude]
+    chosen = [
+        layer
+        for path, (layer, name) in sorted(projections(model).items())
+        if (name in names or any(p.search(path) for p in patterns)) and not any(p.search(path) for p in excluded)
+    ]
+    if not chosen:
+        raise InputError(f"peft.targets: {targets} match no layer of the model")
+    return chosen
+
+
+def apply_peft(model: keras.Model, config: PeftConfig, seed: int) -> PeftReport:
+    """Adds adapters to the chosen projections and freezes every other variable but `modules_to_save`."""
+    chosen = select_targets(model, config)
+    for index, layer in enumerate(chosen):
+        attach_lora(layer, config.method, config.rank, config.alpha, config.dropout, config.rslora, config.init, seed + index)
+    saved = set()
+    for name in config.modules_to_save:
+        try:
+            saved.update(id(v) for v in model.get_layer(name).variables)
+        except ValueError:
+            raise InputError(f"peft.modules_to_save: the model has no layer named {name!r}") from None
+    adapters = {id(v) for layer in chosen for v in layer.adapter_variables}
+    for variable in model.variables:
+        if variable.trainable and id(variable) not in adapters | saved:
+            variable.trainable = False
+    wrapped = [(layer.path, *layer.adapter_shape, sum(math.prod(v.shape) for v in layer.adapter_variables)) for layer in chosen]
+    trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
+    total = sum(math.prod(v.shape) for v in model.weights)
+    return PeftReport(wrapped, trainable, total)
+
+
+def adapter_layers(model: keras.Model) -> list[LoraLayer]:
+    return [layer for layer, _ in projections(model).values() if isinstance(layer, LoraLayer)]
+
+
+def merge_adapters(model: keras.Model) -> None:
+    for layer in adapter_layers(model):
+        layer.merge()
+
+
+def unmerge_adapters(model: keras.Model) -> None:
+    for layer in adapter_layers(model):
+        layer.unmerge()

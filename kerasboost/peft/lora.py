@@ -1,0 +1,173 @@
+"""LoRA, rsLoRA and DoRA for keras-hub's Dense and EinsumDense projections.
+
+For a projection whose kernel W0 is viewed as a flat (in_features, out_features) matrix:
+
+    LoRA:  y = W0 x + s * B A dropout(x),          s = alpha / r   (rsLoRA: alpha / sqrt(r))
+    DoRA:  y = m / ||W0 + s B A||_col * (W0 x + s B A dropout(x))   (the norm is not differentiated)
+
+A is (in, r) and B is (r, out) here, i.e. the transposes of Hugging Face PEFT's lora_A (r, in) and
+lora_B (out, r). B starts at zero, so a wrapped model computes exactly what it did before.
+
+Adapters are added by swapping a built layer's class for the subclass below (`attach_lora`), which adds
+variables but no nesting level: weight paths stay what keras-hub expects, and the base kernel keeps its
+own variable. LoRA variables are created float32 whatever the dtype policy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+class LoraLayer:
+    """Mixin for Dense / EinsumDense: the adapter variables and the forward pass above.
+
+    Attributes are named `adapter_*` because Keras' Dense already owns `lora_*` for its built-in LoRA.
+    """
+
+    def _init_adapter(self, method: str, rank: int, alpha: float, dropout: float, rslora: bool, init: str, seed: int) -> None:
+        in_features, out_features = self.adapter_shape
+        self.adapter_method = method
+        self.adapter_rank = rank
+        self.adapter_alpha = alpha
+        self.adapter_rslora = rslora
+        self.adapter_scale = alpha / (math.sqrt(rank) if rslora else rank)
+        self.adapter_merged = False
+        self._tracker.unlock()
+        a_init = keras.initializers.HeUniform(seed=seed) if init == "kaiming" else keras.initializers.RandomNormal(stddev=1.0 / rank, seed=seed)
+        self.adapter_a = self.add_weight(name="lora_a", shape=(in_features, rank), initializer=a_init, dtype="float32")
+        self.adapter_b = self.add_weight(name="lora_b", shape=(rank, out_features), initializer="zeros", dtype="float32")
+        self.adapter_magnitude = None
+        if method == "dora":
+            self.adapter_magnitude = self.add_weight(name="lora_magnitude", shape=(out_features,), initializer="zeros", dtype="float32")
+            self.adapter_magnitude.assign(self._column_norm(self._flat_kernel()))
+        self.adapter_dropout = keras.layers.Dropout(dropout, seed=seed, name="lora_dropout") if dropout else None
+        self._tracker.lock()
+
+    @property
+    def adapter_variables(self) -> list:
+        return [v for v in (self.adapter_a, self.adapter_b, self.adapter_magnitude) if v is not None]
+
+    # --- the flat (in, out) view of the kernel -------------------------------------------------
+
+    @property
+    def adapter_shape(self) -> tuple[int, int]:
+        kernel_shape = tuple(self._kernel.shape)
+        split = self._input_rank()
+        return math.prod(kernel_shape[:split]), math.prod(kernel_shape[split:])
+
+    def _input_rank(self) -> int:
+        """How many leading kernel axes are contracted with the input (1 for Dense)."""
+        return 1
+
+    def _flat_kernel(self):
+        return ops.reshape(ops.cast(self._kernel, "float32"), self.adapter_shape)
+
+    def _column_norm(self, matrix):
+        return ops.sqrt(ops.sum(ops.square(matrix), axis=0))
+
+    def adapter_delta(self):
+        """s * A B as a flat (in, out) matrix."""
+        return self.adapter_scale * ops.matmul(self.adapter_a, self.adapter_b)
+
+    # --- forward ---------------------------------------------------------------------------
+
+    def _base(self, inputs, kernel):
+        raise NotImplementedError
+
+    def call(self, inputs, training=None):
+        outputs = self._base(inputs, self._kernel)
+        if not self.adapter_merged:
+            x = inputs if self.adapter_dropout is None else self.adapter_dropout(inputs, training=training)
+            batch_shape = ops.shape(x)[: len(x.shape) - self._input_rank()]
+            flat = ops.reshape(ops.cast(x, "float32"), (-1, self.adapter_shape[0]))
+            update = ops.matmul(ops.matmul(flat, self.adapter_a), self.adapter_b) * self.adapter_scale
+            update = ops.reshape(update, (*batch_shape, *tuple(self._kernel.shape)[self._input_rank():]))
+            if self.adapter_magnitude is not None:
+                norm = ops.stop_gradient(self._column_norm(self._flat_kernel() + self.adapter_delta()))
+                scale = ops.reshape(self.adapter_magnitude / norm, tuple(self._kernel.shape)[self._input_rank():])
+                outputs = ops.cast(scale, outputs.dtype) * outputs
+                update = scale * update
+            outputs = outputs + ops.cast(update, outputs.dtype)
+        if self.bias is not None:
+            outputs = outputs + self.bias
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    # --- merging ---------------------------------------------------------------------------
+
+    def merge(self) -> None:
+        """Folds the adapter into the base kernel; `unmerge` takes it out again."""
+        if self.adapter_merged:
+            return
+        merged = self._flat_kernel() + self.adapter_delta()
+        if self.adapter_magnitude is not None:
+            self._merged_norm = self._column_norm(merged)
+            merged = merged * (self.adapter_magnitude / self._merged_norm)
+        self._kernel.assign(ops.cast(ops.reshape(merged, self._kernel.shape), self._kernel.dtype))
+        self.adapter_merged = True
+
+    def unmerge(self) -> None:
+        if not self.adapter_merged:
+            return
+        weight = self._flat_kernel()
+        if self.adapter_magnitude is not None:
+            weight = weight * (self._merged_norm / self.adapter_magnitude)
+        self._kernel.assign(ops.cast(ops.reshape(weight - self.adapter_delta(), self._kernel.shape), self._kernel.dtype))
+        self.adapter_merged = False
+
+    # --- saving: the base layer's own variables first, then the adapter's -------------------------
+
+    def _stored_variables(self) -> list:
+        """Kernel and bias in the order Dense / EinsumDense store them, then the adapter's variables."""
+        return [self._kernel, *([self.bias] if self.bias is not None else []), *self.adapter_variables]
+
+    def save_own_variables(self, store):
+        for index, variable in enumerate(self._stored_variables()):
+            store[str(index)] = variable
+
+    def load_own_variables(self, store):
+        variables = self._stored_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(f"{self.path}: the weights file holds {len(store.keys())} variables, the LoRA layer {len(variables)}")
+        for index, variable in enumerate(variables):
+            variable.assign(store[str(index)])
+
+
+class LoraDense(LoraLayer, keras.layers.Dense):
+    def _base(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
+
+
+class LoraEinsumDense(LoraLayer, keras.layers.EinsumDense):
+    def _input_rank(self) -> int:
+        inputs, rest = self.equation.split(",")
+        kernel, outputs = rest.split("->")
+        contracted = [axis for axis in kernel if axis in inputs and axis not in outputs]
+        if kernel[: len(contracted)] != "".join(contracted) or not inputs.endswith("".join(contracted)):
+            raise ValueError(f"LoRA needs the input axes first in the kernel and last in the input: {self.equation}")
+        return len(contracted)
+
+    def _base(self, inputs, kernel):
+        return ops.einsum(self.equation, inputs, kernel)
+
+
+def attach_lora(layer, method: str = "lora", rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False, init: str = "kaiming", seed: int = 0):
+    """Turns a built Dense or EinsumDense into its LoRA subclass in place (paths unchanged)."""
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(f"{layer.path}: attach LoRA before quantizing the base")
+    if isinstance(layer, LoraLayer):
+        raise ValueError(f"{layer.path}: already has a LoRA adapter")
+    if type(layer) is keras.layers.EinsumDense:
+        layer.__class__ = LoraEinsumDense
+    elif type(layer) is keras.layers.Dense:
+        layer.__class__ = LoraDense
+    else:
+        raise ValueError(f"{layer.path}: LoRA wraps Dense and EinsumDense layers, not {type(layer).__name__}")
+    layer._input_rank()  # refuses kernels that do not flatten to (in, out)
+    layer._init_adapter(method, rank, alpha, dropout, rslora, init, seed)
+    return layer
+
