@@ -75,7 +75,7 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
     if recipe.export.preset:
         export_preset(task.backbone, task.tokenizer, run_dir.preset)
     if recipe.peft is not None:
-        save_adapter(task.model, task.backbone, run_dir.adapter)
+        save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
     _print_summary(run_dir, result, time.perf_counter() - started)
     return run_dir
 
@@ -122,17 +122,17 @@ def load_trained(run: str):
     if recipe.peft is not None:
         _add_adapters(task, recipe)
     task.model.load_weights(str(checkpoint[0] / "model.weights.h5"))
-    return task, run_dir
+    return task, run_dir, recipe
 
 
 def export_run(run: str, form: str, out: Optional[str]) -> Path:
     """`kerasboost export`: preset (the frozen base for adapters; else the trained backbone), merged
     (adapters folded in), or adapter (the adapter files alone)."""
-    task, run_dir = load_trained(run)
+    task, run_dir, recipe = load_trained(run)
     directory = Path(out) if out else run_dir.root / f"export-{form}"
     has_adapters = bool(adapter_layers(task.model))
     if form == "adapter":
-        return save_adapter(task.model, task.backbone, directory)
+        return save_adapter(task.model, task.backbone, directory, recipe.peft.modules_to_save if recipe.peft else [])
     if form == "merged" and not has_adapters:
         raise InputError(f"--format merged: {run_dir.root} was trained without adapters; use --format preset")
     backbone = task.backbone

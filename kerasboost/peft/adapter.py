@@ -30,14 +30,17 @@ def base_description(backbone) -> dict:
     return {"backbone": type(backbone).__name__, **{key: config[key] for key in ("vocabulary_size", "num_layers", "hidden_dim") if key in config}}
 
 
-def save_adapter(model: keras.Model, backbone, directory: Path) -> Path:
-    """Writes the adapter of `model` (which must hold LoRA layers) to `directory`."""
+def save_adapter(model: keras.Model, backbone, directory: Path, modules_to_save: list[str] = ()) -> Path:
+    """Writes the adapter of `model` (which must hold LoRA layers), and the fully trained
+    `modules_to_save` layers, to `directory`."""
     layers = adapter_layers(model)
     if not layers:
         raise InputError("this model has no adapter to save (the recipe has no peft: section)")
     first = layers[0]
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"{layer.path}/{v.name}": np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for layer in layers for v in layer.adapter_variables}
+    for name in modules_to_save:
+        tensors.update({v.path: np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for v in model.get_layer(name).weights})
     save_file(tensors, str(directory / WEIGHTS_FILE))
     config = {
         "format": "kerasboost-adapter",
@@ -47,6 +50,7 @@ def save_adapter(model: keras.Model, backbone, directory: Path) -> Path:
         "alpha": first.adapter_alpha,
         "rslora": first.adapter_rslora,
         "layers": {layer.path: list(layer.adapter_shape) for layer in layers},
+        "modules_to_save": list(modules_to_save),
         "base": base_description(backbone),
     }
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
@@ -66,7 +70,8 @@ def load_adapter(model: keras.Model, backbone, directory: Path, settings: PeftCo
         if base.get(key) != value:
             raise InputError(f"peft.adapter: the adapter was trained on a base with {key}={value}, this model has {key}={base.get(key)}")
     targets = [f"re:^{re.escape(path)}$" for path in config["layers"]]
-    adapted = settings.model_copy(update={"method": config["method"], "rank": config["rank"], "alpha": config["alpha"], "rslora": config["rslora"], "targets": targets})
+    update = {"method": config["method"], "rank": config["rank"], "alpha": config["alpha"], "rslora": config["rslora"], "targets": targets}
+    adapted = settings.model_copy(update={**update, "modules_to_save": sorted({*settings.modules_to_save, *config.get("modules_to_save", [])})})
     report = apply_peft(model, adapted, seed)
     found = {path: (fan_in, fan_out) for path, fan_in, fan_out, _ in report.wrapped}
     for path, shape in config["layers"].items():
@@ -76,4 +81,9 @@ def load_adapter(model: keras.Model, backbone, directory: Path, settings: PeftCo
     for layer in adapter_layers(model):
         for variable in layer.adapter_variables:
             variable.assign(tensors[f"{layer.path}/{variable.name}"])
+    for name in config.get("modules_to_save", []):
+        for variable in model.get_layer(name).weights:
+            if tuple(variable.shape) != tensors[variable.path].shape:
+                raise InputError(f"peft.adapter: {variable.path} is {tensors[variable.path].shape} in the adapter but {tuple(variable.shape)} in this model")
+            variable.assign(tensors[variable.path])
     return report
