@@ -78,8 +78,9 @@ def evaluate(recipe: str, source: str, data: str | None, overrides: tuple[str, .
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--format", "form", type=click.Choice(["preset", "merged", "adapter"]), default="preset", show_default=True,
-              help="preset: the backbone without adapters (the base); merged: adapters folded in; adapter: adapter files only.")
+@click.option("--format", "form", type=click.Choice(["preset", "merged", "adapter", "peft"]), default="preset", show_default=True,
+              help="preset: the backbone without adapters (the base); merged: adapters folded in; "
+              "adapter: our adapter files; peft: Hugging Face PEFT adapter files.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-FORMAT).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
 def export(run_dir: str, form: str, out: str | None, backend: str | None) -> None:

@@ -19,6 +19,7 @@ from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset
 from kerasboost.peft.adapter import load_adapter, save_adapter
+from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
 from kerasboost.recipe import Recipe, load_recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
@@ -127,12 +128,14 @@ def load_trained(run: str):
 
 def export_run(run: str, form: str, out: Optional[str]) -> Path:
     """`kerasboost export`: preset (the frozen base for adapters; else the trained backbone), merged
-    (adapters folded in), or adapter (the adapter files alone)."""
+    (adapters folded in), adapter (our adapter files) or peft (Hugging Face PEFT's files)."""
     task, run_dir, recipe = load_trained(run)
     directory = Path(out) if out else run_dir.root / f"export-{form}"
     has_adapters = bool(adapter_layers(task.model))
     if form == "adapter":
         return save_adapter(task.model, task.backbone, directory, recipe.peft.modules_to_save if recipe.peft else [])
+    if form == "peft":
+        return export_peft(task.model, task.backbone, directory)
     if form == "merged" and not has_adapters:
         raise InputError(f"--format merged: {run_dir.root} was trained without adapters; use --format preset")
     backbone = task.backbone
@@ -146,8 +149,11 @@ def export_run(run: str, form: str, out: Optional[str]) -> Path:
 
 def _add_adapters(task, recipe: Recipe):
     """Wraps the recipe's target layers with new adapters, or with those of `peft.adapter`."""
-    if recipe.peft.adapter:
-        return load_adapter(task.model, task.backbone, Path(recipe.peft.adapter), recipe.peft, recipe.seed)
+    adapter = Path(recipe.peft.adapter) if recipe.peft.adapter else None
+    if adapter is not None and is_peft_adapter(adapter):
+        return import_peft(task.model, task.backbone, adapter, recipe.peft, recipe.seed)
+    if adapter is not None:
+        return load_adapter(task.model, task.backbone, adapter, recipe.peft, recipe.seed)
     return apply_peft(task.model, recipe.peft, recipe.seed)
 
 

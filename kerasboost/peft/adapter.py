@@ -41,7 +41,7 @@ def save_adapter(model: keras.Model, backbone, directory: Path, modules_to_save:
     tensors = {f"{layer.path}/{v.name}": np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for layer in layers for v in layer.adapter_variables}
     for name in modules_to_save:
         tensors.update({v.path: np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for v in model.get_layer(name).weights})
-    save_file(tensors, str(directory / WEIGHTS_FILE))
+    save_file({key: np.ascontiguousarray(value) for key, value in tensors.items()}, str(directory / WEIGHTS_FILE))
     config = {
         "format": "kerasboost-adapter",
         "version": 1,

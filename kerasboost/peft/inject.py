@@ -79,17 +79,22 @@ def apply_peft(model: keras.Model, config: PeftConfig, seed: int) -> PeftReport:
     chosen = select_targets(model, config)
     for index, layer in enumerate(chosen):
         attach_lora(layer, config.method, config.rank, config.alpha, config.dropout, config.rslora, config.init, seed + index)
+    return freeze_all_but(model, chosen, config.modules_to_save)
+
+
+def freeze_all_but(model: keras.Model, adapted: list, modules_to_save: list[str]) -> PeftReport:
+    """Freezes every variable except the adapters of `adapted` and the layers named in `modules_to_save`."""
     saved = set()
-    for name in config.modules_to_save:
+    for name in modules_to_save:
         try:
             saved.update(id(v) for v in model.get_layer(name).variables)
         except ValueError:
             raise InputError(f"peft.modules_to_save: the model has no layer named {name!r}") from None
-    adapters = {id(v) for layer in chosen for v in layer.adapter_variables}
+    adapters = {id(v) for layer in adapted for v in layer.adapter_variables}
     for variable in model.variables:
         if variable.trainable and id(variable) not in adapters | saved:
             variable.trainable = False
-    wrapped = [(layer.path, *layer.adapter_shape, sum(math.prod(v.shape) for v in layer.adapter_variables)) for layer in chosen]
+    wrapped = [(layer.path, *layer.adapter_shape, sum(math.prod(v.shape) for v in layer.adapter_variables)) for layer in adapted]
     trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
     total = sum(math.prod(v.shape) for v in model.weights)
     return PeftReport(wrapped, trainable, total)

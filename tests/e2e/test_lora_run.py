@@ -51,6 +51,9 @@ def test_lora_classification_from_a_pretrained_run(backend, tmp_path):
     assert check.returncode == 0 and "MERGED OK" in check.stdout, explain(check)
     exported = kerasboost("export", str(run), "--format", "adapter", "--out", str(tmp_path / "adapter"), backend=backend)
     assert exported.returncode == 0 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file(), explain(exported)
+    hf = kerasboost("export", str(run), "--format", "peft", "--out", str(tmp_path / "hf_adapter"), backend=backend)
+    assert hf.returncode == 0, explain(hf)
+    assert json.loads((tmp_path / "hf_adapter" / "adapter_config.json").read_text())["use_dora"] is True
 
     evaluated = kerasboost("eval", str(run / "recipe.yaml"), "--from", str(run), "--json", backend=backend)
     assert evaluated.returncode == 0, explain(evaluated)

@@ -1,0 +1,197 @@
+"""Hugging Face PEFT adapters: export ours as `adapter_config.json` + `adapter_model.safetensors`, import theirs.
+
+Exported keys name the modules of `BertModel` (encoder.layer.N...) and of `GPT2LMHeadModel`
+(transformer.h.N...), the classes one serves a BERT encoder and a GPT-2 LM with; `target_modules` also
+matches them under any prefix (BertForSequenceClassification's bert., ...). Import accepts keys with or
+without the bert. / transformer. prefix. PEFT stores lora_A (r, in) and lora_B (out, r): the
+transposes of ours.
+
+GPT-2 fuses query, key and value into one `c_attn` (a Conv1D with 3 * hidden outputs). Our separate
+q/k/v adapters of rank r become one c_attn adapter of rank n * r (n = how many of q/k/v are adapted):
+lora_A stacks the n A matrices, lora_B is block-diagonal, and alpha is scaled (n * alpha, or
+sqrt(n) * alpha with rsLoRA) so that alpha / rank is unchanged; PEFT's `rank_pattern` / `alpha_pattern`
+carry the per-module values. The reverse is exact too: each of q/k/v gets the shared lora_A and its own
+third of lora_B. For DoRA the magnitude vector is split or joined the same way (an un-adapted third
+keeps the base column norms, i.e. a scale of 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from kerasboost.errors import InputError
+from kerasboost.peft.inject import PeftReport, adapter_layers, freeze_all_but, projections
+from kerasboost.peft.lora import attach_lora
+from kerasboost.recipe import PeftConfig
+
+BERT_MODULES = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention_output": "attention.output.dense",
+    "intermediate": "intermediate.dense",
+    "output": "output.dense",
+}
+GPT2_MODULES = {"attention_output": "attn.c_proj", "intermediate": "mlp.c_fc", "output": "mlp.c_proj"}
+FUSED = ("query", "key", "value")
+PREFIX = "base_model.model."
+
+
+def _numpy(variable) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+
+
+def _block(path: str) -> int:
+    return int(re.search(r"transformer_layer_(\d+)", path).group(1))
+
+
+def _is_gpt2(backbone) -> bool:
+    return type(backbone).__name__.startswith("GPT2")
+
+
+def _module(backbone, block: int, name: str) -> str:
+    """The HF module name, without the model-class prefix."""
+    if _is_gpt2(backbone):
+        return f"h.{block}." + ("attn.c_attn" if name in FUSED else GPT2_MODULES[name])
+    return f"encoder.layer.{block}.{BERT_MODULES[name]}"
+
+
+def _key_prefix(backbone) -> str:
+    return PREFIX + ("transformer." if _is_gpt2(backbone) else "")
+
+
+def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
+    """Writes the model's adapter in Hugging Face PEFT's format (for `PeftModel.from_pretrained`)."""
+    layers = adapter_layers(model)
+    if not layers:
+        raise InputError("this model has no adapter to export (the recipe has no peft: section)")
+    first = layers[0]
+    rank, alpha, rslora, dora = first.adapter_rank, first.adapter_alpha, first.adapter_rslora, first.adapter_method == "dora"
+    names = {path: name for path, (layer, name) in projections(model).items()}
+    tensors, rank_pattern, alpha_pattern, modules = {}, {}, {}, set()
+    fused: dict[int, dict[str, object]] = {}
+    for layer in layers:
+        name = names[layer.path]
+        if _is_gpt2(backbone) and name in FUSED:
+            fused.setdefault(_block(layer.path), {})[name] = layer
+            continue
+        module = _module(backbone, _block(layer.path), name)
+        modules.add(module)
+        key = _key_prefix(backbone) + module
+        tensors[f"{key}.lora_A.weight"] = _numpy(layer.adapter_a).T
+        tensors[f"{key}.lora_B.weight"] = _numpy(layer.adapter_b).T
+        if dora:
+            tensors[f"{key}.lora_magnitude_vector"] = _numpy(layer.adapter_magnitude)
+    for block, parts in fused.items():
+        module = _module(backbone, block, "query")
+        modules.add(module)
+        any_layer = next(iter(parts.values()))
+        hidden = any_layer.adapter_shape[1]
+        present = [name for name in FUSED if name in parts]
+        lora_a = np.concatenate([_numpy(parts[name].adapter_a).T for name in present])
+        lora_b = np.zeros((3 * hidden, rank * len(present)), np.float32)
+        magnitude = []
+        for slot, name in enumerate(FUSED):
+            if name in parts:
+                column = present.index(name) * rank
+                lora_b[slot * hidden : (slot + 1) * hidden, column : column + rank] = _numpy(parts[name].adapter_b).T
+                if dora:
+                    magnitude.append(_numpy(parts[name].adapter_magnitude))
+            elif dora:
+                base = _sibling(backbone, block, name)
+                magnitude.append(np.sqrt(np.sum(np.square(_numpy(base._kernel).reshape(hidden, hidden)), axis=0)))
+        key = _key_prefix(backbone) + module
+        tensors[f"{key}.lora_A.weight"] = lora_a
+        tensors[f"{key}.lora_B.weight"] = lora_b
+        if dora:
+            tensors[f"{key}.lora_magnitude_vector"] = np.concatenate(magnitude)
+        rank_pattern[module] = rank * len(present)
+        alpha_pattern[module] = alpha * (math.sqrt(len(present)) if rslora else len(present))
+    directory.mkdir(parents=True, exist_ok=True)
+    # safetensors writes an array's raw buffer: make every one C-ordered (np.concatenate of transposes is not).
+    save_file({key: np.ascontiguousarray(value) for key, value in tensors.items()}, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": None,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": float(first.adapter_dropout.rate) if first.adapter_dropout is not None else 0.0,
+        "use_rslora": rslora,
+        "use_dora": dora,
+        "target_modules": r"^(?:.*\.)?(?:" + "|".join(re.escape(module) for module in sorted(modules)) + ")$",
+        "rank_pattern": {re.escape(k): v for k, v in rank_pattern.items()},
+        "alpha_pattern": {re.escape(k): v for k, v in alpha_pattern.items()},
+        "fan_in_fan_out": _is_gpt2(backbone),
+        "bias": "none",
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    return directory
+
+
+def _sibling(backbone, block: int, name: str):
+    for path, (layer, found) in projections(backbone).items():
+        if found == name and _block(path) == block:
+            return layer
+    raise KeyError(name)
+
+
+def is_peft_adapter(directory: Path) -> bool:
+    config = directory / "adapter_config.json"
+    return config.is_file() and "peft_type" in json.loads(config.read_text())
+
+
+def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftConfig, seed: int) -> PeftReport:
+    """Adds a Hugging Face PEFT LoRA/DoRA adapter to `model` (BERT or GPT-2) and freezes the rest."""
+    config = json.loads((directory / "adapter_config.json").read_text())
+    if config.get("peft_type") != "LORA":
+        raise InputError(f"peft.adapter: {directory} is a {config.get('peft_type')} adapter; only LORA is supported")
+    tensors = {key.removesuffix(".weight"): value for key, value in load_file(str(directory / "adapter_model.safetensors")).items()}
+    method = "dora" if config.get("use_dora") else "lora"
+    rslora = bool(config.get("use_rslora"))
+
+    def pattern(patterns: dict, module: str, default: float) -> float:
+        """PEFT's rule: a pattern applies to a module whose name ends with it (after a dot)."""
+        for key, value in (patterns or {}).items():
+            if re.fullmatch(rf"(.*\.)?(?:{key})", module):
+                return value
+        return default
+
+    by_module = {}
+    for path, (layer, name) in projections(backbone).items():
+        by_module.setdefault(_module(backbone, _block(path), name), []).append((layer, name))
+    chosen = []
+    for key in sorted(tensors):
+        if not key.endswith(".lora_A"):
+            continue
+        module = key.removeprefix(PREFIX).removesuffix(".lora_A")
+        module = re.sub(r"^(bert|transformer)\.", "", module)
+        if module not in by_module:
+            raise InputError(f"peft.adapter: {directory}: module {module!r} is not in this {type(backbone).__name__}")
+        lora_a, lora_b = tensors[key], tensors[key.removesuffix("lora_A") + "lora_B"]
+        magnitude = tensors.get(key.removesuffix("lora_A") + "lora_magnitude_vector")
+        rank = int(pattern(config.get("rank_pattern"), module, config["r"]))
+        alpha = float(pattern(config.get("alpha_pattern"), module, config["lora_alpha"]))
+        for layer, name in by_module[module]:
+            part = FUSED.index(name) if _is_gpt2(backbone) and name in FUSED else None
+            attach_lora(layer, method, rank, alpha, settings.dropout, rslora, settings.init, seed)
+            fan_in, fan_out = layer.adapter_shape
+            rows = slice(part * fan_out, (part + 1) * fan_out) if part is not None else slice(None)
+            if lora_a.shape != (rank, fan_in) or lora_b[rows].shape != (fan_out, rank):
+                raise InputError(f"peft.adapter: {module} has lora_A {lora_a.shape}, lora_B {lora_b.shape}; this model needs ({rank}, {fan_in}) and ({fan_out}, {rank})")
+            layer.adapter_a.assign(lora_a.T)
+            layer.adapter_b.assign(lora_b[rows].T)
+            if magnitude is not None:
+                layer.adapter_magnitude.assign(magnitude[rows])
+            chosen.append(layer)
+    return freeze_all_but(model, chosen, settings.modules_to_save)

@@ -1,0 +1,94 @@
+"""Hugging Face PEFT interop: our adapters load with `peft` on `transformers` models, and theirs load here.
+
+`transformers` and `peft` are test-only dependencies; the Hugging Face side always runs on PyTorch.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kerasboost.models.backbone import build_backbone
+from kerasboost.models.causal_lm import build_causal_lm_model
+from kerasboost.peft.hf_format import export_peft, import_peft
+from kerasboost.peft.inject import adapter_layers, apply_peft
+from kerasboost.recipe import ModelConfig, PeftConfig
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+VOCAB = 120
+IDS = np.array([[5, 17, 23, 42, 7, 99, 3, 11]], dtype="int32")
+
+
+def hf_model(kind: str, directory):
+    torch.manual_seed(0)
+    if kind == "bert":
+        config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
+        model = transformers.BertModel(config, add_pooling_layer=True)
+    else:
+        config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=32)
+        model = transformers.GPT2LMHeadModel(config)
+    model.eval().save_pretrained(directory)
+    return model
+
+
+def hf_output(model, kind):
+    with torch.no_grad():
+        result = model(input_ids=torch.tensor(IDS, dtype=torch.long), attention_mask=torch.ones(IDS.shape, dtype=torch.long))
+    return (result.last_hidden_state if kind == "bert" else result.logits).numpy()
+
+
+def our_model(kind, directory):
+    backbone = build_backbone(ModelConfig(backbone=kind, preset=str(directory)), VOCAB)
+    model = backbone if kind == "bert" else build_causal_lm_model(backbone)
+    return backbone, model
+
+
+def our_output(model, kind):
+    x = {"token_ids": IDS, "padding_mask": np.ones_like(IDS)}
+    if kind == "bert":
+        x["segment_ids"] = np.zeros_like(IDS)
+        return keras.ops.convert_to_numpy(model(x)["sequence_output"])
+    return keras.ops.convert_to_numpy(model(x))
+
+
+CASES = [("bert", "lora", "all-linear"), ("bert", "dora", ["query", "value"]), ("gpt2", "lora", ["query", "value", "output"]), ("gpt2", "dora", "all-linear")]
+
+
+@pytest.mark.parametrize("kind, method, targets", CASES)
+def test_our_adapter_runs_in_peft(tmp_path, kind, method, targets):
+    hf = hf_model(kind, tmp_path / "base")
+    backbone, model = our_model(kind, tmp_path / "base")
+    np.testing.assert_allclose(our_output(model, kind), hf_output(hf, kind), atol=1e-4)
+    apply_peft(backbone, PeftConfig(method=method, rank=4, alpha=8, targets=targets), seed=0)
+    rng = np.random.default_rng(0)
+    for layer in adapter_layers(backbone):  # a trained-looking adapter: non-zero B, perturbed magnitudes
+        layer.adapter_b.assign(rng.normal(0, 0.05, layer.adapter_b.shape).astype("float32"))
+        if layer.adapter_magnitude is not None:
+            layer.adapter_magnitude.assign(keras.ops.convert_to_numpy(layer.adapter_magnitude) * rng.uniform(0.9, 1.1, layer.adapter_magnitude.shape).astype("float32"))
+    ours = our_output(model, kind)
+    export_peft(backbone, backbone, tmp_path / "adapter")
+    theirs = hf_output(peft.PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval(), kind)
+    assert not np.allclose(theirs, hf_output(hf_model(kind, tmp_path / "again"), kind), atol=1e-3), "the adapter must matter"
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind, method", [("bert", "lora"), ("bert", "dora"), ("gpt2", "lora"), ("gpt2", "dora")])
+def test_peft_adapter_runs_here(tmp_path, kind, method):
+    hf = hf_model(kind, tmp_path / "base")
+    modules = ["query", "value", "output.dense", "intermediate.dense"] if kind == "bert" else ["c_attn", "c_proj", "c_fc"]
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=modules, use_dora=method == "dora", init_lora_weights=True, fan_in_fan_out=kind == "gpt2")
+    adapted = peft.get_peft_model(hf, config)
+    with torch.no_grad():
+        for name, parameter in adapted.named_parameters():
+            if "lora_B" in name or "lora_magnitude" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    adapted.save_pretrained(tmp_path / "adapter")
+    theirs = hf_output(adapted.eval(), kind)
+    backbone, model = our_model(kind, tmp_path / "base")
+    report = import_peft(backbone, backbone, tmp_path / "adapter", PeftConfig(), seed=0)
+    assert len(report.wrapped) == (8 if kind == "bert" else 12)
+    np.testing.assert_allclose(our_output(model, kind), theirs, atol=1e-4)
