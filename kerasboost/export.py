@@ -1,14 +1,17 @@
 """Exports: the trained backbone and its tokenizer as a keras-hub preset directory.
 
-A backbone with adapters is exported merged: adapters are folded into a plain copy of the backbone, so
-the preset holds no LoRA layer and loads with plain keras-hub.
+A backbone with adapters (or an int8 base) is exported merged: adapters are folded into a plain float
+copy of the backbone, so the preset holds no LoRA layer and loads with plain keras-hub.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kerasboost.peft.inject import adapter_layers, merge_adapters, unmerge_adapters
+import keras
+
+from kerasboost.peft.inject import projections
+from kerasboost.peft.lora import LoraLayer, float_kernel
 
 
 def export_preset(backbone, tokenizer, directory: Path) -> Path:
@@ -20,15 +23,22 @@ def export_preset(backbone, tokenizer, directory: Path) -> Path:
 
 
 def merged_backbone(backbone):
-    """`backbone` itself when it has no adapter, else a plain copy with the adapters merged in."""
-    if not adapter_layers(backbone):
+    """`backbone` itself when its layers are all plain float ones, else a plain float copy with every
+    adapter merged in and every int8 kernel dequantized."""
+    return plain_backbone(backbone, merge=True)
+
+
+def plain_backbone(backbone, merge: bool):
+    """A plain float copy of `backbone`: adapters merged in (`merge`) or left out (the frozen base)."""
+    special = [layer for layer, _ in projections(backbone).values() if isinstance(layer, LoraLayer) or layer.quantization_mode]
+    if not special:
         return backbone
-    plain = type(backbone).from_config(backbone.get_config())
-    merge_adapters(backbone)
-    try:
-        values = {variable.path: variable for variable in backbone.weights}
-        for variable in plain.weights:
-            variable.assign(values[variable.path])
-    finally:
-        unmerge_adapters(backbone)
+    # An int8 base records its layers' quantized policies in the config's dtype: build with plain ones.
+    plain = type(backbone).from_config({**backbone.get_config(), "dtype": keras.config.dtype_policy().name})
+    values = {variable.path: variable for variable in backbone.weights}
+    for layer in special:
+        adapted = merge and isinstance(layer, LoraLayer)
+        values[f"{layer.path}/kernel"] = layer.merged_kernel() if adapted else float_kernel(layer)
+    for variable in plain.weights:
+        variable.assign(keras.ops.cast(keras.ops.reshape(values[variable.path], variable.shape), variable.dtype))
     return plain

@@ -96,6 +96,7 @@ class PeftConfig(_Section):
     targets: Union[str, list[str]] = Field(default_factory=lambda: ["query", "value"])
     exclude: list[str] = Field(default_factory=list)
     modules_to_save: list[str] = Field(default_factory=list)
+    quantize_base: Optional[Literal["int8"]] = None
     adapter: Optional[str] = None
 
 

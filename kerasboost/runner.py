@@ -17,7 +17,7 @@ from kerasboost import __version__
 from kerasboost.backend import seed_everything, set_precision, versions
 from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
-from kerasboost.export import export_preset
+from kerasboost.export import export_preset, plain_backbone
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
@@ -138,13 +138,9 @@ def export_run(run: str, form: str, out: Optional[str]) -> Path:
         return export_peft(task.model, task.backbone, directory)
     if form == "merged" and not has_adapters:
         raise InputError(f"--format merged: {run_dir.root} was trained without adapters; use --format preset")
-    backbone = task.backbone
-    if form == "preset" and has_adapters:
-        backbone = type(backbone).from_config(backbone.get_config())
-        trained = {variable.path: variable for variable in task.backbone.weights}
-        for variable in backbone.weights:
-            variable.assign(trained[variable.path])
-    return export_preset(backbone, task.tokenizer, directory)
+    if form == "preset":
+        return export_preset(plain_backbone(task.backbone, merge=False), task.tokenizer, directory)
+    return export_preset(task.backbone, task.tokenizer, directory)
 
 
 def _add_adapters(task, recipe: Recipe):

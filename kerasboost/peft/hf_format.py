@@ -27,7 +27,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from kerasboost.errors import InputError
-from kerasboost.peft.inject import PeftReport, adapter_layers, freeze_all_but, projections
+from kerasboost.peft.inject import PeftReport, adapter_layers, freeze_all_but, projections, quantize_projections
 from kerasboost.peft.lora import attach_lora
 from kerasboost.recipe import PeftConfig
 
@@ -167,6 +167,8 @@ def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftCon
                 return value
         return default
 
+    if settings.quantize_base:
+        quantize_projections(model)
     by_module = {}
     for path, (layer, name) in projections(backbone).items():
         by_module.setdefault(_module(backbone, _block(path), name), []).append((layer, name))

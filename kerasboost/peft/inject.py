@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import keras
+import numpy as np
 
 from kerasboost.errors import InputError
 from kerasboost.peft.lora import LoraLayer, attach_lora
@@ -35,12 +37,17 @@ class PeftReport:
     wrapped: list[tuple[str, int, int, int]]  # path, in_features, out_features, adapter parameters
     trainable: int
     total: int
+    weight_bytes: Optional[tuple[int, int]] = None  # with quantize_base: before and after quantizing
 
     def lines(self) -> list[str]:
         width = max(len(path) for path, *_ in self.wrapped)
         rows = [f"  {path:<{width}}  {fan_in:>5} -> {fan_out:<5}  {params:>8,}" for path, fan_in, fan_out, params in self.wrapped]
         share = 100 * self.trainable / self.total
-        return [f"peft: {len(self.wrapped)} layers wrapped", *rows, f"  trainable {self.trainable:,} of {self.total:,} parameters ({share:.2f} %)"]
+        lines = [f"peft: {len(self.wrapped)} layers wrapped", *rows, f"  trainable {self.trainable:,} of {self.total:,} parameters ({share:.2f} %)"]
+        if self.weight_bytes:
+            before, after = self.weight_bytes
+            lines.append(f"  int8 base: weights {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB ({after / before:.0%})")
+        return lines
 
 
 def projections(model: keras.Model) -> dict[str, tuple[keras.layers.Layer, str]]:
@@ -75,11 +82,19 @@ def select_targets(model: keras.Model, config: PeftConfig) -> list[keras.layers.
 
 
 def apply_peft(model: keras.Model, config: PeftConfig, seed: int) -> PeftReport:
-    """Adds adapters to the chosen projections and freezes every other variable but `modules_to_save`."""
+    """Adds adapters to the chosen projections and freezes every other variable but `modules_to_save`
+    (with `quantize_base: int8`, after quantizing every transformer projection)."""
     chosen = select_targets(model, config)
+    memory = None
+    if config.quantize_base:
+        before = weight_bytes(model)
+        quantize_projections(model)
+        memory = (before, weight_bytes(model))
     for index, layer in enumerate(chosen):
         attach_lora(layer, config.method, config.rank, config.alpha, config.dropout, config.rslora, config.init, seed + index)
-    return freeze_all_but(model, chosen, config.modules_to_save)
+    report = freeze_all_but(model, chosen, config.modules_to_save)
+    report.weight_bytes = memory
+    return report
 
 
 def freeze_all_but(model: keras.Model, adapted: list, modules_to_save: list[str]) -> PeftReport:
@@ -98,6 +113,18 @@ def freeze_all_but(model: keras.Model, adapted: list, modules_to_save: list[str]
     trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
     total = sum(math.prod(v.shape) for v in model.weights)
     return PeftReport(wrapped, trainable, total)
+
+
+def quantize_projections(model: keras.Model) -> None:
+    """Keras' int8 quantization of the frozen base's attention and feed-forward projections."""
+    for layer, _ in projections(model).values():
+        if not layer.quantization_mode:
+            layer.quantize("int8")
+
+
+def weight_bytes(model: keras.Model) -> int:
+    """Bytes held by the model's weights, at their storage dtype."""
+    return sum(math.prod(v.shape) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in model.weights)
 
 
 def adapter_layers(model: keras.Model) -> list[LoraLayer]:

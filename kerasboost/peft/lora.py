@@ -10,7 +10,8 @@ lora_B (out, r). B starts at zero, so a wrapped model computes exactly what it d
 
 Adapters are added by swapping a built layer's class for the subclass below (`attach_lora`), which adds
 variables but no nesting level: weight paths stay what keras-hub expects, and the base kernel keeps its
-own variable. LoRA variables are created float32 whatever the dtype policy.
+own variable. LoRA variables are created float32 whatever the dtype policy. The base may be quantized to int8 first
+(QLoRA-style): it is dequantized on the fly, and only the adapters train.
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ class LoraLayer:
         return 1
 
     def _flat_kernel(self):
-        return ops.reshape(ops.cast(self._kernel, "float32"), self.adapter_shape)
+        return ops.reshape(float_kernel(self), self.adapter_shape)
+
+    def merged_kernel(self):
+        """The kernel with the adapter folded in, in the kernel's shape, float32 (also for an int8 base)."""
+        merged = self._flat_kernel() + self.adapter_delta()
+        if self.adapter_magnitude is not None:
+            merged = merged * (self.adapter_magnitude / self._column_norm(merged))
+        return ops.reshape(merged, self._kernel.shape)
 
     def _column_norm(self, matrix):
         return ops.sqrt(ops.sum(ops.square(matrix), axis=0))
@@ -78,7 +86,8 @@ class LoraLayer:
         raise NotImplementedError
 
     def call(self, inputs, training=None):
-        outputs = self._base(inputs, self._kernel)
+        kernel = self._kernel if not self.quantization_mode else ops.cast(float_kernel(self), self.compute_dtype)
+        outputs = self._base(inputs, kernel)
         if not self.adapter_merged:
             x = inputs if self.adapter_dropout is None else self.adapter_dropout(inputs, training=training)
             batch_shape = ops.shape(x)[: len(x.shape) - self._input_rank()]
@@ -97,17 +106,21 @@ class LoraLayer:
             outputs = self.activation(outputs)
         return outputs
 
+    def quantized_call(self, *args, **kwargs):
+        """Keras routes quantized layers here instead of `call`; ours handles the int8 base itself."""
+        return self.call(*args, **kwargs)
+
     # --- merging ---------------------------------------------------------------------------
 
     def merge(self) -> None:
-        """Folds the adapter into the base kernel; `unmerge` takes it out again."""
+        """Folds the adapter into the base kernel; `unmerge` takes it out again (float bases only)."""
         if self.adapter_merged:
             return
-        merged = self._flat_kernel() + self.adapter_delta()
+        if self.quantization_mode:
+            raise ValueError(f"{self.path}: an int8 base cannot hold merged weights; export a merged copy instead")
         if self.adapter_magnitude is not None:
-            self._merged_norm = self._column_norm(merged)
-            merged = merged * (self.adapter_magnitude / self._merged_norm)
-        self._kernel.assign(ops.cast(ops.reshape(merged, self._kernel.shape), self._kernel.dtype))
+            self._merged_norm = self._column_norm(self._flat_kernel() + self.adapter_delta())
+        self._kernel.assign(ops.cast(self.merged_kernel(), self._kernel.dtype))
         self.adapter_merged = True
 
     def unmerge(self) -> None:
@@ -122,8 +135,9 @@ class LoraLayer:
     # --- saving: the base layer's own variables first, then the adapter's -------------------------
 
     def _stored_variables(self) -> list:
-        """Kernel and bias in the order Dense / EinsumDense store them, then the adapter's variables."""
-        return [self._kernel, *([self.bias] if self.bias is not None else []), *self.adapter_variables]
+        """Kernel, bias (and int8 scale) in the order Dense / EinsumDense store them, then the adapter's."""
+        scale = [self.kernel_scale] if self.quantization_mode else []
+        return [self._kernel, *([self.bias] if self.bias is not None else []), *scale, *self.adapter_variables]
 
     def save_own_variables(self, store):
         for index, variable in enumerate(self._stored_variables()):
@@ -155,10 +169,18 @@ class LoraEinsumDense(LoraLayer, keras.layers.EinsumDense):
         return ops.einsum(self.equation, inputs, kernel)
 
 
+def float_kernel(layer):
+    """A Dense / EinsumDense kernel as float32, dequantized when the layer holds an int8 kernel."""
+    if not layer.quantization_mode:
+        return ops.cast(layer._kernel, "float32")
+    if layer.quantization_mode != "int8":
+        raise ValueError(f"{layer.path}: only int8 bases are supported, not {layer.quantization_mode}")
+    scale = layer.kernel_scale if isinstance(layer, keras.layers.Dense) else layer._adjust_scale_for_dequant(layer.kernel_scale)
+    return ops.divide(ops.cast(layer._kernel, "float32"), ops.cast(scale, "float32"))
+
+
 def attach_lora(layer, method: str = "lora", rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False, init: str = "kaiming", seed: int = 0):
-    """Turns a built Dense or EinsumDense into its LoRA subclass in place (paths unchanged)."""
-    if getattr(layer, "quantization_mode", None):
-        raise ValueError(f"{layer.path}: attach LoRA before quantizing the base")
+    """Turns a built Dense or EinsumDense (float or int8-quantized) into its LoRA subclass in place."""
     if isinstance(layer, LoraLayer):
         raise ValueError(f"{layer.path}: already has a LoRA adapter")
     if type(layer) is keras.layers.EinsumDense:

@@ -190,3 +190,28 @@ def test_mixed_bfloat16_keeps_adapters_float32():
         assert np.isfinite(history).all() and history[-1] < history[0]
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_int8_base_trains_adapters_and_exports_merged(tmp_path):
+    x = inputs()
+    reference = out(bert(), x)
+    model, report = mlm_model(PeftConfig(rank=4, targets="all-linear", quantize_base="int8"))
+    before, after = report.weight_bytes
+    assert after < 0.8 * before, report.lines()
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras_hub.models.BertBackbone))
+    assert all(layer._kernel.dtype == "int8" for layer in adapter_layers(model))
+    quantized = out(backbone, x)
+    assert np.abs(quantized - reference).max() < 0.1 * np.abs(reference).max(), "int8 stays close to the float base"
+    kernels = [keras.ops.convert_to_numpy(layer._kernel).copy() for layer in adapter_layers(model)]
+    batch, labels = mlm_batch()
+    history = model.fit(batch, labels, epochs=6, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+    for kernel, layer in zip(kernels, adapter_layers(model)):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer._kernel), kernel)
+    model.save_weights(tmp_path / "model.weights.h5")
+    restored, _ = mlm_model(PeftConfig(rank=4, targets="all-linear", quantize_base="int8"), seed=4)
+    restored.load_weights(tmp_path / "model.weights.h5")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(batch)), keras.ops.convert_to_numpy(model(batch)), atol=1e-5)
+    merged_backbone(backbone).save_to_preset(str(tmp_path / "merged"))
+    plain = keras_hub.models.BertBackbone.from_preset(str(tmp_path / "merged"))
+    np.testing.assert_allclose(out(plain, x), out(backbone, x), atol=1e-4)
