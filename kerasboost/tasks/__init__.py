@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import keras
 
 from kerasboost.data.sources import ReadReport
+from kerasboost.errors import DataError
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.train.loop import Batches
@@ -46,6 +47,19 @@ def prepare_task(recipe: Recipe, run: RunDir, train_docs, validation_docs, repor
 
 def needs_labels(recipe: Recipe) -> bool:
     return recipe.task == "classification"
+
+
+def packed_splits(tokenizer, train_docs, validation_docs, sequence_length: int, pack: Callable) -> dict[str, dict]:
+    """{"train": {"token_ids": rows}, "validation": ...}: each split tokenised, then `pack`ed into rows."""
+    from kerasboost.data.tokenizer import tokenize
+
+    examples = {}
+    for split, documents in (("train", train_docs), ("validation", validation_docs)):
+        packed = pack(tokenize(tokenizer, [doc.text for doc in documents]))
+        if len(packed) == 0:
+            raise DataError(f"data.source: the {split} documents give no sequence of data.sequence_length={sequence_length} tokens")
+        examples[split] = {"token_ids": packed}
+    return examples
 
 
 def describe_data(report: ReadReport, train_docs, validation_docs, train_rows: int, validation_rows: int, unit: str) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from kerasboost.data.causal import next_token_transform, pack_causal
-from kerasboost.data.tokenizer import build_tokenizer, tokenize
-from kerasboost.errors import DataError
+from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.causal_lm import build_causal_lm_model, generate
 from kerasboost.models.mlm import mlm_loss_and_metrics
@@ -14,17 +13,13 @@ from kerasboost.train.loop import Batches
 
 
 def prepare(recipe, run, train_docs, validation_docs, report):
-    from kerasboost.tasks import Task, describe_data
+    from kerasboost.tasks import Task, describe_data, packed_splits
 
     data = recipe.data
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
-    end_id = tokenizer.end_token_id
-    examples = {}
-    for split, documents in (("train", train_docs), ("validation", validation_docs)):
-        packed = pack_causal(tokenize(tokenizer, [doc.text for doc in documents]), data.sequence_length, end_id)
-        if len(packed) == 0:
-            raise DataError(f"data.source: the {split} documents give no sequence of data.sequence_length={data.sequence_length} tokens")
-        examples[split] = {"token_ids": packed}
+    examples = packed_splits(
+        tokenizer, train_docs, validation_docs, data.sequence_length, lambda ids: pack_causal(ids, data.sequence_length, tokenizer.end_token_id)
+    )
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     loss, metrics = mlm_loss_and_metrics()
     summary = [

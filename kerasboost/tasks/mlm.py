@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from kerasboost.data.mlm import masker, pack_sequences
-from kerasboost.data.tokenizer import build_tokenizer, tokenize
-from kerasboost.errors import DataError
+from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.mlm import build_mlm_model, mlm_loss_and_metrics
 from kerasboost.train.loop import Batches
@@ -17,17 +16,14 @@ def mlm_masker(recipe, tokenizer):
 
 
 def prepare(recipe, run, train_docs, validation_docs, report):
-    from kerasboost.tasks import Task, describe_data
+    from kerasboost.tasks import Task, describe_data, packed_splits
 
     data = recipe.data
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
-    examples = {}
-    for split, documents in (("train", train_docs), ("validation", validation_docs)):
-        ids = tokenize(tokenizer, [doc.text for doc in documents])
-        packed = pack_sequences(ids, data.sequence_length, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
-        if len(packed) == 0:
-            raise DataError(f"data.source: the {split} documents give no sequence of data.sequence_length={data.sequence_length} tokens")
-        examples[split] = {"token_ids": packed}
+    examples = packed_splits(
+        tokenizer, train_docs, validation_docs, data.sequence_length,
+        lambda ids: pack_sequences(ids, data.sequence_length, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id),
+    )
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     loss, metrics = mlm_loss_and_metrics()
     summary = [
