@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import BACKENDS, explain, kerasboost, overrides, python
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +80,10 @@ def test_classification_from_the_pretraining_run_beats_the_majority_class(runs):
     assert final["val_accuracy"] >= 1 / 3 + 0.3, history  # three balanced classes: majority is ~1/3
     assert final["val_macro_f1"] > 0.5 and 0 < final["val_precision"] <= 1 and 0 < final["val_recall"] <= 1
     assert final["val_loss"] < history[0]["val_loss"]
+    events = EventAccumulator(str(classify / "logs" / "validation"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "confusion_matrix" in events.Tags()["tensors"]
+    assert {"macro_f1", "precision", "recall", "accuracy"} <= set(events.Tags()["tensors"])
 
 
 def test_fine_tuning_starts_from_the_exported_backbone(runs):
@@ -97,6 +102,16 @@ def test_eval_prints_the_documented_metrics(runs):
     assert values["accuracy"] == pytest.approx(final["val_accuracy"], abs=1e-6)
     table = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), backend=backend)
     assert table.returncode == 0 and all(f"\n{name} " in "\n" + table.stdout for name in values), table.stdout
+
+
+def test_eval_on_another_file(runs):
+    backend, _, classify, data = runs
+    process = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), "--data", str(data), "--json", backend=backend)
+    assert process.returncode == 0, explain(process)
+    values = json.loads(process.stdout.strip().splitlines()[-1])
+    assert values["accuracy"] > 0.5, values  # the whole labelled file, mostly seen in training
+    missing = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), "--data", str(data) + ".nope", backend=backend)
+    assert missing.returncode == 2 and "--data: file not found" in missing.stderr
 
 
 def test_eval_with_a_wrong_label_column_is_a_one_line_error(runs):
