@@ -6,7 +6,7 @@ loss and metrics), so reading data and the training loop are shared and never co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import keras
@@ -34,7 +34,6 @@ class Task:
     extra_metrics: Optional[Callable] = None
     # Runs after training, e.g. sample generation: (log, step, run) -> None.
     after_training: Optional[Callable] = None
-    files: dict = field(default_factory=dict)
 
 
 def prepare_task(recipe: Recipe, run: RunDir, train_docs, validation_docs, report: ReadReport) -> Task:

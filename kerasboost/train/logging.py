@@ -1,4 +1,4 @@
-"""What a run reports: TensorBoard scalars, metrics.jsonl and one printed line per evaluation.
+"""What a run records: TensorBoard writers, metrics.jsonl, and the per-step logging callback.
 
 Steps are optimizer updates counted from the start of the run (not of this process), so a resumed run
 continues the same curves. The counting happens here, not from `optimizer.iterations`, because JAX
@@ -69,7 +69,6 @@ class StepLogger(keras.callbacks.Callback):
         self.every = every
         self.step = first_step
         self.last_step = last_step
-        self.tokens_per_second = float("nan")
         self._micro_batches = 0
         self._mark = (0.0, 0)
 
@@ -87,7 +86,7 @@ class StepLogger(keras.callbacks.Callback):
             return
         now = time.perf_counter()
         since, batches_then = self._mark
-        self.tokens_per_second = (self._micro_batches - batches_then) * self.tokens_per_batch / max(now - since, 1e-9)
+        tokens_per_second = (self._micro_batches - batches_then) * self.tokens_per_batch / max(now - since, 1e-9)
         self._mark = (now, self._micro_batches)
         loss = float(logs["loss"])
         self.log.scalars(
@@ -97,7 +96,7 @@ class StepLogger(keras.callbacks.Callback):
                 "loss": loss,
                 "perplexity": perplexity(loss),
                 "learning_rate": learning_rate(self.schedule, self.step),
-                "tokens_per_second": self.tokens_per_second,
+                "tokens_per_second": tokens_per_second,
             },
         )
 
