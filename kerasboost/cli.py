@@ -15,6 +15,7 @@ import click
 import yaml
 
 from kerasboost import __version__
+from kerasboost.distribute import check_strategy
 from kerasboost.errors import InputError
 from kerasboost.recipe import BACKENDS, check_files, load_recipe
 
@@ -36,13 +37,24 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Run directory (default runs/<name>/<timestamp>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output-dir (default runs/<name>/latest) from its last checkpoint.")
-def run(recipe: str, overrides: tuple[str, ...], backend: str | None, output_dir: str | None, resume: bool) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Start this many processes on this host (distribution.strategy must not be none).")
+@click.pass_context
+def run(ctx: click.Context, recipe: str, overrides: tuple[str, ...], backend: str | None, output_dir: str | None, resume: bool, nproc: int) -> None:
     """Train the model that RECIPE describes."""
     from kerasboost.backend import resolve_backend, select_backend
 
     loaded = load_recipe(recipe, overrides)
     check_files(loaded, source=recipe)
-    select_backend(resolve_backend(backend, loaded.backend))
+    chosen = resolve_backend(backend, loaded.backend)
+    check_distribution(loaded, chosen, nproc)
+    if nproc > 1:
+        from kerasboost.distribute.launch import launch
+
+        args = [recipe, *(arg for pair in overrides for arg in ("--set", pair)), "--backend", chosen]
+        args += [*(["--output-dir", output_dir] if output_dir else []), *(["--resume"] if resume else [])]
+        sys.exit(launch(args, nproc, chosen, debug=ctx.obj["debug"]))
+    select_backend(chosen)
     from kerasboost.runner import run as run_recipe
 
     run_recipe(loaded, output_dir=output_dir, resume=resume)
@@ -146,6 +158,18 @@ def list_recipes() -> None:
         except yaml.YAMLError:
             description = "(unreadable)"
         click.echo(f"{str(path):<36} {description}")
+
+
+def check_distribution(recipe, backend: str, nproc: int) -> None:
+    """What the `distribution:` section (and `--nproc`) can be refused for before any ML library loads."""
+    check_strategy(recipe, backend)
+    strategy = recipe.distribution.strategy
+    if nproc > 1 and backend == "tensorflow":
+        raise InputError(f"--nproc {nproc}: tensorflow runs one process per host (MirroredStrategy over its devices); use distribution.mesh.batch")
+    if nproc > 1 and strategy == "none":
+        raise InputError(f"--nproc {nproc}: distribution.strategy is none; set distribution.strategy=data_parallel")
+    if nproc > 1 and recipe.distribution.num_processes not in (None, nproc):
+        raise InputError(f"--nproc {nproc}: the recipe's distribution.num_processes is {recipe.distribution.num_processes}")
 
 
 def bundled_recipes_dir() -> Path:

@@ -165,6 +165,38 @@ class ExportConfig(_Section):
     preset: bool = True
 
 
+class MeshConfig(_Section):
+    """Device mesh: `batch` data-parallel replicas x `model` shards of each replica."""
+
+    batch: Optional[int] = Field(default=None, gt=0)
+    model: int = Field(default=1, gt=0)
+
+
+class DistributionConfig(_Section):
+    """How a run spreads over devices and processes (see kerasboost/distribute).
+
+    `train.batch_size` stays the global batch; each replica gets batch_size / replicas. The multi-process
+    keys default to what the launcher set: torchrun's RANK/WORLD_SIZE/MASTER_ADDR, Keras'
+    KERAS_DISTRIBUTION_* for JAX, TF_CONFIG for TensorFlow (or `kerasboost run --nproc N`).
+    """
+
+    strategy: Literal["none", "data_parallel", "model_parallel"] = "none"
+    mesh: MeshConfig = Field(default_factory=MeshConfig)
+    coordinator: Optional[str] = Field(default=None, pattern=r"^[^\s:]+:\d+$")
+    num_processes: Optional[int] = Field(default=None, gt=0)
+    process_id: Optional[int] = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DistributionConfig":
+        if self.strategy != "model_parallel" and self.mesh.model > 1:
+            raise ValueError(f"mesh.model={self.mesh.model} shards the model: it needs strategy: model_parallel")
+        if self.strategy == "none" and (self.mesh.batch or 1) > 1:
+            raise ValueError(f"mesh.batch={self.mesh.batch} needs strategy: data_parallel or model_parallel")
+        if self.num_processes is not None and self.process_id is not None and self.process_id >= self.num_processes:
+            raise ValueError(f"process_id ({self.process_id}) must be below num_processes ({self.num_processes})")
+        return self
+
+
 class Recipe(_Section):
     """A whole training job. Section and key names are the recipe's YAML keys."""
 
@@ -182,6 +214,7 @@ class Recipe(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    distribution: DistributionConfig = Field(default_factory=DistributionConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -193,6 +226,12 @@ class Recipe(_Section):
                 f"data.sequence_length ({self.data.sequence_length}) exceeds "
                 f"model.config.max_sequence_length ({self.model.config.max_sequence_length})"
             )
+        shards = self.distribution.mesh.model
+        if shards > 1 and not self.model.preset:
+            for key in ("num_heads", "hidden_dim", "intermediate_dim"):
+                size = getattr(self.model.config, key)
+                if size % shards:
+                    raise ValueError(f"distribution.mesh.model ({shards}) must divide model.config.{key} ({size})")
         return self
 
     def to_yaml(self) -> str:

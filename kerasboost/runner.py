@@ -5,7 +5,10 @@ Called after `backend.select_backend`, so importing keras here fixes the chosen 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Optional
 
 import keras
 
-from kerasboost import __version__
+from kerasboost import __version__, distribute
 from kerasboost.backend import seed_everything, set_precision, versions
 from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
@@ -32,53 +35,96 @@ from kerasboost.train.optimizer import build_optimizer
 
 
 def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) -> RunDir:
-    """Trains `recipe` in a new run directory (or continues the one `resume` names) and exports it."""
+    """Trains `recipe` in a new run directory (or continues the one `resume` names) and exports it.
+
+    In a distributed run every process calls this; only the primary one prints and writes the run
+    directory (the others keep their files in a scratch directory that is deleted at the end).
+    """
+    seed_everything(recipe.seed)  # before the engine starts: JAX's processes then agree on it without a collective
+    distributed = distribute.setup(recipe, keras.backend.backend())
+    try:
+        with _quiet_unless(distributed.primary), tempfile.TemporaryDirectory(prefix="kerasboost-rank-") as scratch:
+            return _run(recipe, distributed, output_dir, resume, Path(scratch))
+    finally:
+        distributed.close()
+
+
+def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Optional[str], resume: bool, scratch: Path) -> RunDir:
     started = time.perf_counter()
     found = versions()
     print(f"kerasboost {__version__} · backend {keras.backend.backend()} · " + " · ".join(f"{k} {v}" for k, v in found.items()), flush=True)
     set_precision(recipe.train.precision)
     run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))  # before anything is written
-    run_dir = run_dir or new_run_dir(recipe.name, output_dir)
+    if distributed.primary:
+        run_dir = run_dir or new_run_dir(recipe.name, output_dir)
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
     if resume and checkpoint is None:
         raise InputError(f"--resume: {run_dir.checkpoints} holds no checkpoint")
+    if not distributed.primary:
+        run_dir = _scratch_copy(run_dir, scratch)
     print(f"run directory: {run_dir.root}", flush=True)
     run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")
 
     seed_everything(recipe.seed)
-    task = prepare_task(recipe, run_dir, *documents)
-    if recipe.peft is not None:
-        report = _add_adapters(task, recipe)
-        for line in report.lines():
-            print(line, flush=True)
-    total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
-    task.model.compile(
-        optimizer=build_optimizer(recipe.train, total_steps),
-        loss=task.loss,
-        loss_weights=task.loss_weights,
-        weighted_metrics=task.metrics,
-        jit_compile=recipe.train.jit_compile,
-    )
-    start_step = 0
-    if checkpoint is not None:
-        restore_checkpoint(task.model, checkpoint[0])
-        start_step = checkpoint[1]
-        print(f"resuming from {checkpoint[0]} at step {start_step}", flush=True)
+    with distributed.scope():
+        task = prepare_task(recipe, run_dir, *documents)
+        if recipe.peft is not None:
+            report = _add_adapters(task, recipe)
+            for line in report.lines():
+                print(line, flush=True)
+        total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
+        task.model.compile(
+            optimizer=build_optimizer(recipe.train, total_steps),
+            loss=task.loss,
+            loss_weights=task.loss_weights,
+            weighted_metrics=task.metrics,
+            jit_compile=recipe.train.jit_compile,
+        )
+        start_step = 0
+        if checkpoint is not None:
+            restore_checkpoint(task.model, checkpoint[0])
+            start_step = checkpoint[1]
+            print(f"resuming from {checkpoint[0]} at step {start_step}", flush=True)
+    distributed.prepare(task.model)
     for line in task.summary:
         print(line, flush=True)
     print(_describe_model(recipe, task.model), flush=True)
     print(_describe_schedule(recipe, total_steps), flush=True)
+    layout = [distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation), distributed.describe_model(task.model)]
+    for line in filter(None, layout):
+        print(line, flush=True)
 
-    log = RunLog(run_dir.logs, run_dir.metrics_file, recipe.logging.tensorboard)
+    log = RunLog(run_dir.logs, run_dir.metrics_file, recipe.logging.tensorboard and distributed.primary)
     log.text("recipe", start_step, "```\n" + recipe.to_yaml() + "```")
-    result = train(task, recipe, run_dir, log, start_step, total_steps)
-    if recipe.export.preset:
-        export_preset(task.backbone, task.tokenizer, run_dir.preset)
-    if recipe.peft is not None:
-        save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
+    log.text("distribution", start_step, "\n\n".join(filter(None, layout)))
+    result = train(task, recipe, run_dir, log, start_step, total_steps, distributed)
+    replicas = distributed.check_replicas(task.model)
+    if replicas:
+        print(replicas, flush=True)
+    if distributed.primary or distributed.writes_everywhere:
+        if recipe.export.preset:
+            export_preset(task.backbone, task.tokenizer, run_dir.preset)
+        if recipe.peft is not None:
+            save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
     _print_summary(run_dir, result, time.perf_counter() - started)
     return run_dir
+
+
+def _quiet_unless(primary: bool):
+    """Processes other than the primary one print nothing (errors still reach stderr)."""
+    return contextlib.nullcontext() if primary else contextlib.redirect_stdout(io.StringIO())
+
+
+def _scratch_copy(run_dir: Optional[RunDir], scratch: Path) -> RunDir:
+    """A non-primary process's own run directory: the tokenizer files of the run it resumes (so it
+    tokenises exactly as the primary does), and room for files nobody keeps."""
+    own = RunDir(scratch)
+    if run_dir is not None:
+        for name in ("vocabulary_file", "bpe_vocabulary_file", "merges_file", "labels_file"):
+            if getattr(run_dir, name).is_file():
+                shutil.copy(getattr(run_dir, name), getattr(own, name))
+    return own
 
 
 def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[str, float]:

@@ -59,6 +59,21 @@ def test_unknown_command_is_a_usage_error():
     assert process.returncode == 2 and "No such command 'trian'" in process.stderr
 
 
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--nproc", "2", "recipes/mlm.yaml", "--backend", "torch"], "--nproc 2: distribution.strategy is none; set distribution.strategy=data_parallel"),
+        (["recipes/mlm_model_parallel.yaml", "--backend", "torch"], "model_parallel needs the jax backend (keras.distribution); on torch use data_parallel"),
+        (["recipes/mlm_model_parallel.yaml", "--backend", "tensorflow"], "on tensorflow use data_parallel"),
+    ],
+)
+def test_impossible_distribution_is_refused_before_anything_loads(args, expected, tmp_path):
+    process = kerasboost("run", *args, "--output-dir", str(tmp_path / "run"))
+    assert process.returncode == 2, process.stderr
+    assert len(process.stderr.strip().splitlines()) == 1 and expected in process.stderr, process.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_output_dir_holding_a_run_is_refused_without_losing_it(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -50,6 +50,11 @@ BROKEN = {
     "gpt2_vocabulary_without_merges": ("model:\n  backbone: gpt2\ntask: causal_lm\ndata:\n  vocabulary: recipes/mlm.yaml\n", "a GPT-2 tokenizer needs both files"),
     "missing_vocabulary": ("data:\n  vocabulary: /nonexistent/vocab.txt\n", "data.vocabulary: file not found"),
     "unknown_model_config_key": ("model:\n  config:\n    num_layer: 2\n", "model.config.num_layer: unknown key (did you mean 'num_layers'?)"),
+    "model_axis_without_model_parallel": ("distribution:\n  strategy: data_parallel\n  mesh: {model: 2}\n", "mesh.model=2 shards the model: it needs strategy: model_parallel"),
+    "model_axis_does_not_divide_heads": (
+        "distribution:\n  strategy: model_parallel\n  mesh: {model: 4}\n", "distribution.mesh.model (4) must divide model.config.num_heads (2)"
+    ),
+    "bad_coordinator": ("distribution:\n  strategy: data_parallel\n  coordinator: localhost\n", "distribution.coordinator: String should match pattern"),
 }
 
 

@@ -44,8 +44,13 @@ def training_batches(
     seed: int,
     start_batch: int,
     num_batches: int,
+    shard: tuple[int, int] = (0, 1),
 ):
-    """tf.data of batches [start_batch, start_batch + num_batches), transformed with per-batch seeds."""
+    """tf.data of batches [start_batch, start_batch + num_batches), transformed with per-batch seeds.
+
+    With `shard=(index, count)` this process feeds rows [index * b, (index + 1) * b) of every global batch
+    (b = batch_size / count), after the transform, so masks and order match a single-process run.
+    """
     num_examples = len(next(iter(examples.values())))
     order = example_order(num_examples, batch_size, seed, start_batch, num_batches)
     table = {name: tf.constant(values) for name, values in examples.items()}
@@ -55,11 +60,30 @@ def training_batches(
         batch = {name: tf.gather(values, rows) for name, values in table.items()}
         return transform(batch, tf.stack([tf.constant(seed, tf.int64), batch_index]))
 
+    index, count = shard
+    rows = batch_size // count
+
+    def own_rows(*batch):
+        return tf.nest.map_structure(lambda values: values[index * rows : (index + 1) * rows], batch)
+
+    if count > 1:
+        return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).map(own_rows).prefetch(tf.data.AUTOTUNE)
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_batches(examples: dict[str, np.ndarray], transform: BatchTransform, batch_size: int, seed: int, limit: Optional[int] = None):
-    """tf.data of fixed validation batches: transformed once (same masks at every evaluation), kept in memory."""
+def evaluation_batches(
+    examples: dict[str, np.ndarray],
+    transform: BatchTransform,
+    batch_size: int,
+    seed: int,
+    limit: Optional[int] = None,
+    multiple_of: int = 1,
+):
+    """tf.data of fixed validation batches: transformed once (same masks at every evaluation), kept in memory.
+
+    `multiple_of` trims the set to a multiple of that many rows, for engines that split every batch
+    evenly over replicas (or processes).
+    """
     if len(next(iter(examples.values()))) == 0:
         raise DataError("data.validation_split: the validation set is empty; raise it or give data.validation_source")
     dataset = tf.data.Dataset.from_tensor_slices(examples).batch(batch_size)
@@ -67,4 +91,8 @@ def evaluation_batches(examples: dict[str, np.ndarray], transform: BatchTransfor
         dataset = dataset.take(limit)
     batches = [transform(batch, tf.constant([seed, index], tf.int64)) for index, batch in enumerate(dataset)]
     merged = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
+    rows = int(tf.nest.flatten(merged)[0].shape[0]) // multiple_of * multiple_of
+    if rows == 0:
+        raise DataError(f"data.validation_split: {multiple_of} validation rows are needed to split over the replicas; there are fewer")
+    merged = tf.nest.map_structure(lambda values: values[:rows], merged)
     return tf.data.Dataset.from_tensor_slices(merged).batch(batch_size)

@@ -57,11 +57,13 @@ class RunLog:
 class StepLogger(keras.callbacks.Callback):
     """Counts optimizer steps; every `every` steps logs train loss, perplexity, learning rate and tokens/s.
 
-    Stops training at `last_step`, which may fall inside an evaluation period.
+    Stops training at `last_step`, which may fall inside an evaluation period. `mean` averages the loss
+    over the processes of a distributed run.
     """
 
-    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int):
+    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int, mean=float):
         super().__init__()
+        self.mean = mean  # the train loss averaged over replicas (each process sees its own)
         self.log = log
         self.schedule = schedule
         self.accumulation = accumulation
@@ -88,7 +90,7 @@ class StepLogger(keras.callbacks.Callback):
         since, batches_then = self._mark
         tokens_per_second = (self._micro_batches - batches_then) * self.tokens_per_batch / max(now - since, 1e-9)
         self._mark = (now, self._micro_batches)
-        loss = float(logs["loss"])
+        loss = self.mean(float(logs["loss"]))
         self.log.scalars(
             "train",
             self.step,

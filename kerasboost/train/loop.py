@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import keras
 
 from kerasboost.data.pipeline import evaluation_batches, training_batches
+from kerasboost.distribute import Distributed
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.train.checkpoints import save_checkpoint
@@ -43,9 +44,10 @@ class PeriodEnd(keras.callbacks.Callback):
     """At the end of each evaluation period: validation metrics, TensorBoard, metrics.jsonl, and a
     checkpoint when the period crossed a multiple of `checkpoint.every_steps` (or ended the run)."""
 
-    def __init__(self, evaluate, steps: StepLogger, recipe: Recipe, run: RunDir, total_steps: int, tokens_per_step: int):
+    def __init__(self, evaluate, steps: StepLogger, recipe: Recipe, run: RunDir, total_steps: int, tokens_per_step: int, distributed: Distributed):
         super().__init__()
         self.evaluate = evaluate
+        self.distributed = distributed
         self.steps = steps
         self.recipe = recipe
         self.run = run
@@ -66,35 +68,45 @@ class PeriodEnd(keras.callbacks.Callback):
         if epoch > 0:
             self._steady[0] += tokens
             self._steady[1] += seconds
-        self.result.evaluations.append(self.evaluate(step, float(logs["loss"]), tokens / seconds))
+        self.result.evaluations.append(self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds))
         every = self.recipe.checkpoint.every_steps
-        if (every and step // every > self.result.final_step // every) or step == self.total_steps:
+        due = (every and step // every > self.result.final_step // every) or step == self.total_steps
+        if due and (self.distributed.primary or self.distributed.writes_everywhere):
             save_checkpoint(self.model, self.run.checkpoints, step, self.recipe.checkpoint.keep)
         self.result.final_step = step
         if self._steady[1]:
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
 
 
-def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int) -> TrainResult:
-    """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`."""
+def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int, distributed: Distributed) -> TrainResult:
+    """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`.
+
+    Every process of a distributed run goes through here in lockstep; only the primary one checkpoints.
+    """
     model, batches = task.model, task.batches
     config = recipe.train
     accumulation = config.gradient_accumulation
     micro_batch = config.batch_size // accumulation
-    validation = evaluation_batches(batches.validation, batches.transform, config.batch_size, recipe.seed + 1, config.eval_batches)
+    validation = evaluation_batches(
+        batches.validation, batches.transform, config.batch_size, recipe.seed + 1, config.eval_batches, distributed.validation_multiple(config.batch_size)
+    )
     schedule = build_schedule(config, total_steps)
 
     def evaluate(step: int, train_loss=None, tokens_per_second=None) -> dict:
         values = validation_metrics(task, validation, log, step)
         return _report(values, log, step, total_steps, schedule, train_loss, tokens_per_second)
 
-    steps = StepLogger(log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps, total_steps)
-    period_end = PeriodEnd(evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example)
+    steps = StepLogger(
+        log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps, total_steps, distributed.mean
+    )
+    period_end = PeriodEnd(evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example, distributed)
     if start_step == 0:
         period_end.result.evaluations.append(evaluate(0))
     remaining = total_steps - start_step
     if remaining > 0:
-        dataset = training_batches(batches.train, batches.transform, micro_batch, recipe.seed, start_step * accumulation, remaining * accumulation)
+        dataset = training_batches(
+            batches.train, batches.transform, micro_batch, recipe.seed, start_step * accumulation, remaining * accumulation, distributed.data_shard()
+        )
         model.fit(
             dataset,
             epochs=math.ceil(remaining / config.eval_every),
