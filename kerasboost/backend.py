@@ -121,3 +121,29 @@ def versions() -> dict[str, str]:
 
         found["torch"] = torch.__version__
     return found
+
+
+def peak_memory_mib() -> float:
+    """Peak accelerator memory of this process when it has an accelerator, else its peak resident memory."""
+    import resource
+
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**20
+    elif backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return (device.memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**20
+    else:
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("GPU"):
+            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -19,6 +19,12 @@ from kerasboost.distribute import check_strategy
 from kerasboost.errors import InputError
 from kerasboost.recipe import BACKENDS, check_files, load_recipe
 
+# bench --quick: a tiny model, to check that the tool works (its numbers mean nothing).
+_QUICK_BENCH = (
+    "model.config.num_layers=2", "model.config.num_heads=2", "model.config.hidden_dim=32", "model.config.intermediate_dim=64",
+    "model.config.max_sequence_length=32", "data.sequence_length=32", "data.vocabulary_size=1000", "data.max_documents=300",
+    "train.batch_size=8",
+)
 _SET_HELP = "Override a recipe key, typed by the schema, e.g. --set train.batch_size=8 (repeatable)."
 
 
@@ -58,6 +64,59 @@ def run(ctx: click.Context, recipe: str, overrides: tuple[str, ...], backend: st
     from kerasboost.runner import run as run_recipe
 
     run_recipe(loaded, output_dir=output_dir, resume=resume)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--steps", type=click.IntRange(min=2), default=30, show_default=True, help="Optimizer steps to time.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Steps left out of the median.")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
+@click.option("--backends", help="Comma-separated backends, each measured in its own process, e.g. jax,tensorflow,torch.")
+@click.option("--quick", is_flag=True, help="A tiny model and 3 steps: checks the tool, measures nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench(recipe: str, overrides: tuple[str, ...], steps: int, warmup: int, backend: str | None, backends: str | None, quick: bool, as_json: bool) -> None:
+    """Measure how fast RECIPE trains here: tokens/s, step time, compile time, MFU and memory."""
+    from kerasboost.backend import resolve_backend
+
+    if quick:
+        overrides, steps, warmup = (*_QUICK_BENCH, *overrides), 3, 1
+    loaded = load_recipe(recipe, overrides)
+    check_files(loaded, source=recipe)
+    chosen = [name.strip() for name in backends.split(",")] if backends else [resolve_backend(backend, loaded.backend)]
+    unknown = [name for name in chosen if name not in BACKENDS]
+    if unknown:
+        raise InputError(f"--backends: unknown backend '{unknown[0]}' (choose from {', '.join(BACKENDS)})")
+    if len(chosen) == 1:
+        rows = [_bench_here(loaded, chosen[0], steps, warmup)]
+    else:
+        rows = [_bench_in_process(recipe, overrides, name, steps, warmup) for name in chosen]
+    from kerasboost.bench import format_table, normalise_mfu
+
+    rows = normalise_mfu(rows)
+    click.echo(json.dumps(rows) if as_json else format_table(rows))
+
+
+def _bench_here(recipe, backend: str, steps: int, warmup: int) -> dict:
+    from kerasboost.backend import select_backend
+
+    select_backend(backend)
+    from kerasboost.bench import benchmark
+
+    return benchmark(recipe, steps, warmup)
+
+
+def _bench_in_process(recipe: str, overrides, backend: str, steps: int, warmup: int) -> dict:
+    """One backend in a fresh interpreter (keras fixes its backend at import); its JSON row back."""
+    import subprocess
+
+    args = [sys.executable, "-m", "kerasboost", "bench", recipe, *(arg for pair in overrides for arg in ("--set", pair))]
+    args += ["--steps", str(steps), "--warmup", str(warmup), "--backend", backend, "--json"]
+    process = subprocess.run(args, capture_output=True, text=True)
+    if process.returncode != 0:
+        lines = process.stderr.strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"bench on {backend} failed: {lines[-1]}")
+    return json.loads(process.stdout.strip().splitlines()[-1])[0]
 
 
 @cli.command("eval")

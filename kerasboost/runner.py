@@ -31,6 +31,7 @@ from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
 from kerasboost.train.logging import RunLog
 from kerasboost.data.pipeline import evaluation_batches
 from kerasboost.train.loop import train, validation_metrics
+from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
 from kerasboost.train.optimizer import build_optimizer
 
 
@@ -66,6 +67,41 @@ def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Option
     print(f"run directory: {run_dir.root}", flush=True)
     run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")
 
+    task, total_steps = build_task(recipe, run_dir, documents, distributed)
+    start_step = 0
+    with distributed.scope():
+        if checkpoint is not None:
+            restore_checkpoint(task.model, checkpoint[0])
+            start_step = checkpoint[1]
+            print(f"resuming from {checkpoint[0]} at step {start_step}", flush=True)
+    distributed.prepare(task.model)
+    for line in task.summary:
+        print(line, flush=True)
+    speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype()) * distributed.devices)
+    print(_describe_model(recipe, task.model) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token", flush=True)
+    print(_describe_schedule(recipe, total_steps), flush=True)
+    layout = [distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation), distributed.describe_model(task.model)]
+    for line in filter(None, layout):
+        print(line, flush=True)
+
+    log = RunLog(run_dir.logs, run_dir.metrics_file, recipe.logging.tensorboard and distributed.primary)
+    log.text("recipe", start_step, "```\n" + recipe.to_yaml() + "```")
+    log.text("distribution", start_step, "\n\n".join(filter(None, layout)))
+    result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed)
+    replicas = distributed.check_replicas(task.model)
+    if replicas:
+        print(replicas, flush=True)
+    if distributed.primary or distributed.writes_everywhere:
+        if recipe.export.preset:
+            export_preset(task.backbone, task.tokenizer, run_dir.preset)
+        if recipe.peft is not None:
+            save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
+    _print_summary(run_dir, result, time.perf_counter() - started)
+    return run_dir
+
+
+def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribute.Distributed):
+    """The recipe's task with its adapters, compiled (inside the engine's scope); and the run's steps."""
     seed_everything(recipe.seed)
     with distributed.scope():
         task = prepare_task(recipe, run_dir, *documents)
@@ -81,34 +117,7 @@ def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Option
             weighted_metrics=task.metrics,
             jit_compile=recipe.train.jit_compile,
         )
-        start_step = 0
-        if checkpoint is not None:
-            restore_checkpoint(task.model, checkpoint[0])
-            start_step = checkpoint[1]
-            print(f"resuming from {checkpoint[0]} at step {start_step}", flush=True)
-    distributed.prepare(task.model)
-    for line in task.summary:
-        print(line, flush=True)
-    print(_describe_model(recipe, task.model), flush=True)
-    print(_describe_schedule(recipe, total_steps), flush=True)
-    layout = [distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation), distributed.describe_model(task.model)]
-    for line in filter(None, layout):
-        print(line, flush=True)
-
-    log = RunLog(run_dir.logs, run_dir.metrics_file, recipe.logging.tensorboard and distributed.primary)
-    log.text("recipe", start_step, "```\n" + recipe.to_yaml() + "```")
-    log.text("distribution", start_step, "\n\n".join(filter(None, layout)))
-    result = train(task, recipe, run_dir, log, start_step, total_steps, distributed)
-    replicas = distributed.check_replicas(task.model)
-    if replicas:
-        print(replicas, flush=True)
-    if distributed.primary or distributed.writes_everywhere:
-        if recipe.export.preset:
-            export_preset(task.backbone, task.tokenizer, run_dir.preset)
-        if recipe.peft is not None:
-            save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
-    _print_summary(run_dir, result, time.perf_counter() - started)
-    return run_dir
+    return task, total_steps
 
 
 def _quiet_unless(primary: bool):
@@ -226,7 +235,7 @@ def _print_summary(run_dir: RunDir, result, seconds: float) -> None:
     root = run_dir.root
     lines = [f"done: step {result.final_step} in {seconds:.0f} s"]
     if not math.isnan(result.steady_tokens_per_second):
-        lines[0] += f" · steady state {result.steady_tokens_per_second:,.0f} tokens/s"
+        lines[0] += f" · steady state {result.steady_tokens_per_second:,.0f} tokens/s · MFU {result.steady_mfu:.1%}"
     lines += [
         f"  recipe       {run_dir.recipe_file}",
         f"  metrics      {run_dir.metrics_file}",

@@ -19,7 +19,7 @@ def test_backend_suite(suite, backend):
     env["KERASBOOST_TEST_BACKEND"] = backend
     env.update(SUITES[suite])
     process = subprocess.run(
-        [sys.executable, "-m", "pytest", f"tests/{suite}", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", f"tests/{suite}", "-q", "-p", "no:cacheprovider", "-n", "0"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     summary = process.stdout.strip().splitlines()[-1] if process.stdout.strip() else ""

@@ -21,8 +21,8 @@ from kerasboost.recipe import Recipe
 
 
 class KerasDistribution(Distributed):
-    def __init__(self, keras_distribution, name: str, replicas: int, details: str):
-        super().__init__(replicas, jax.process_index(), jax.process_count(), details)
+    def __init__(self, keras_distribution, name: str, replicas: int, details: str, devices: int):
+        super().__init__(replicas, jax.process_index(), jax.process_count(), details, devices)
         self.name = name
         self.keras_distribution = keras_distribution
         distribution.set_distribution(keras_distribution)
@@ -70,13 +70,13 @@ def setup(recipe: Recipe) -> KerasDistribution:
     if config.strategy == "data_parallel":
         return KerasDistribution(
             distribution.DataParallel(devices=devices), "data parallel (keras.distribution.DataParallel)",
-            replicas, f"mesh {BATCH_AXIS}={replicas} · {count}",
+            replicas, f"mesh {BATCH_AXIS}={replicas} · {count}", needed,
         )
     mesh = distribution.DeviceMesh(shape=(replicas, model_shards), axis_names=(BATCH_AXIS, MODEL_AXIS), devices=devices)
     return KerasDistribution(
         distribution.ModelParallel(layout_map=transformer_layout_map(mesh), batch_dim_name=BATCH_AXIS),
         "model parallel (keras.distribution.ModelParallel, Megatron layout)",
-        replicas, f"mesh {BATCH_AXIS}={replicas} x {MODEL_AXIS}={model_shards} · {count}",
+        replicas, f"mesh {BATCH_AXIS}={replicas} x {MODEL_AXIS}={model_shards} · {count}", needed,
     )
 
 

@@ -9,10 +9,16 @@ from kerasboost.models.mlm import build_mlm_model, mlm_loss_and_metrics
 from kerasboost.train.loop import Batches
 
 
+def max_predictions(data) -> int:
+    """Masked slots per sequence: `data.max_predictions`, else the mask rate's share of the sequence."""
+    return data.max_predictions or max(1, round(data.sequence_length * data.mask_rate))
+
+
 def mlm_masker(recipe, tokenizer):
     data = recipe.data
-    max_predictions = data.max_predictions or max(1, round(data.sequence_length * data.mask_rate))
-    return masker(tokenizer.vocabulary_size(), tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.special_token_ids, data.mask_rate, max_predictions)
+    return masker(
+        tokenizer.vocabulary_size(), tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.special_token_ids, data.mask_rate, max_predictions(data)
+    )
 
 
 def prepare(recipe, run, train_docs, validation_docs, report):

@@ -55,14 +55,16 @@ class RunLog:
 
 
 class StepLogger(keras.callbacks.Callback):
-    """Counts optimizer steps; every `every` steps logs train loss, perplexity, learning rate and tokens/s.
+    """Counts optimizer steps; every `every` steps logs train loss, perplexity, learning rate, tokens/s,
+    model TFLOP/s and MFU (`speed`, see train/flops.py).
 
     Stops training at `last_step`, which may fall inside an evaluation period. `mean` averages the loss
     over the processes of a distributed run.
     """
 
-    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int, mean=float):
+    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int, speed, mean=float):
         super().__init__()
+        self.speed = speed
         self.mean = mean  # the train loss averaged over replicas (each process sees its own)
         self.log = log
         self.schedule = schedule
@@ -99,6 +101,8 @@ class StepLogger(keras.callbacks.Callback):
                 "perplexity": perplexity(loss),
                 "learning_rate": learning_rate(self.schedule, self.step),
                 "tokens_per_second": tokens_per_second,
+                "model_tflops_per_second": tokens_per_second * self.speed.flops_per_token / 1e12,
+                "mfu": self.speed.mfu(tokens_per_second),
             },
         )
 

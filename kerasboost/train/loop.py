@@ -19,6 +19,7 @@ from kerasboost.distribute import Distributed
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.train.checkpoints import save_checkpoint
+from kerasboost.train.flops import Speed
 from kerasboost.train.logging import RunLog, StepLogger, learning_rate, perplexity
 from kerasboost.train.optimizer import build_schedule
 
@@ -38,6 +39,7 @@ class TrainResult:
     final_step: int
     evaluations: list[dict] = field(default_factory=list)
     steady_tokens_per_second: float = float("nan")
+    steady_mfu: float = float("nan")
 
 
 class PeriodEnd(keras.callbacks.Callback):
@@ -76,9 +78,10 @@ class PeriodEnd(keras.callbacks.Callback):
         self.result.final_step = step
         if self._steady[1]:
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
+            self.result.steady_mfu = self.steps.speed.mfu(self.result.steady_tokens_per_second)
 
 
-def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int, distributed: Distributed) -> TrainResult:
+def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int, distributed: Distributed, speed: Speed) -> TrainResult:
     """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`.
 
     Every process of a distributed run goes through here in lockstep; only the primary one checkpoints.
@@ -97,7 +100,7 @@ def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total
         return _report(values, log, step, total_steps, schedule, train_loss, tokens_per_second)
 
     steps = StepLogger(
-        log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps, total_steps, distributed.mean
+        log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps, total_steps, speed, distributed.mean
     )
     period_end = PeriodEnd(evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example, distributed)
     if start_step == 0:

@@ -1,0 +1,104 @@
+"""`kerasboost bench`: how fast a recipe trains on this machine, measured through the real training path.
+
+The recipe's own data pipeline, model, adapters and compiled train step run under `fit` for `steps`
+optimizer steps with no evaluation, checkpoints or logs. Reported: time to the first step (tracing and
+compilation), the median step time after `warmup` steps, tokens/s, model TFLOP/s and MFU (train/flops.py),
+the process's peak memory, and the optimizer state's size (it grows with the trainable parameters only).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasboost.backend import peak_memory_mib, set_precision
+from kerasboost.data.pipeline import training_batches
+from kerasboost.data.sources import read_splits
+from kerasboost.distribute import Distributed
+from kerasboost.recipe import Recipe
+from kerasboost.rundir import RunDir
+from kerasboost.runner import build_task
+from kerasboost.tasks import needs_labels
+from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
+
+class StepTimer(keras.callbacks.Callback):
+    """The time at which each optimizer step ended (every `accumulation` micro-batches)."""
+
+    def __init__(self, accumulation: int):
+        super().__init__()
+        self.accumulation = accumulation
+        self.ends: list[float] = []
+        self._batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self._batches % self.accumulation == 0:
+            self.ends.append(time.perf_counter())
+
+
+def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
+    """Trains `steps` optimizer steps of `recipe` and returns the measurements (see the module docstring)."""
+    set_precision(recipe.train.precision)
+    documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
+    config = recipe.train
+    with tempfile.TemporaryDirectory(prefix="kerasboost-bench-") as scratch:
+        task, _ = build_task(recipe, RunDir(Path(scratch)), documents, Distributed())
+        batches = task.batches
+        micro_batch = config.batch_size // config.gradient_accumulation
+        dataset = training_batches(batches.train, batches.transform, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation)
+        timer = StepTimer(config.gradient_accumulation)
+        started = time.perf_counter()
+        task.model.fit(dataset, epochs=1, steps_per_epoch=steps * config.gradient_accumulation, callbacks=[timer], shuffle=False, verbose=0)
+    step_times = np.diff([started, *timer.ends])
+    steady = statistics.median(step_times[min(warmup, len(step_times) - 1) :])
+    tokens_per_second = config.batch_size * batches.tokens_per_example / steady
+    speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype(), size=2048))
+    model = task.model
+    return {
+        "backend": keras.backend.backend(),
+        "precision": config.precision,
+        "steps": steps,
+        "batch_size": config.batch_size,
+        "sequence_length": batches.tokens_per_example,
+        "vocabulary_size": int(task.backbone.vocabulary_size),
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
+        "optimizer_state_mib": sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables) / 2**20,
+        "time_to_first_step_s": float(step_times[0]),
+        "step_time_s": float(steady),
+        "tokens_per_second": tokens_per_second,
+        "flops_per_token": speed.flops_per_token,
+        "model_tflops": tokens_per_second * speed.flops_per_token / 1e12,
+        "peak_tflops": speed.peak_flops / 1e12,
+        "mfu": speed.mfu(tokens_per_second),
+        "peak_memory_mib": peak_memory_mib(),
+    }
+
+
+def normalise_mfu(rows: list[dict]) -> list[dict]:
+    """One device peak for every row of the same precision: the best matmul any backend reached on it."""
+    for precision in {row["precision"] for row in rows}:
+        same = [row for row in rows if row["precision"] == precision]
+        peak = max(row["peak_tflops"] for row in same)
+        for row in same:
+            row["peak_tflops"] = peak
+            row["mfu"] = row["model_tflops"] / peak
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table of `benchmark` rows."""
+    header = "| backend | precision | tokens/s | step ms | first step s | TFLOP/s | MFU | peak memory MiB | optimizer MiB |"
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['backend']} | {row['precision']} | {row['tokens_per_second']:,.0f} | {row['step_time_s'] * 1e3:,.1f} | "
+            f"{row['time_to_first_step_s']:.1f} | {row['model_tflops']:.3f} | {row['mfu']:.1%} | {row['peak_memory_mib']:,.0f} | "
+            f"{row['optimizer_state_mib']:,.1f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Model FLOPs per token and the device's measured matmul peak: what MFU is made of.
+
+Training FLOPs per token follow PaLM (Chowdhery et al. 2022, appendix B): 6N + 12·L·S·H, where N counts
+the weights every token passes through (2N forward, 2N for the input gradients, 2N for the weight
+gradients) and 12·L·S·H is attention's score and value products. Two refinements keep the count honest
+for these tasks: frozen weights (LoRA's base) get no weight gradient, so they cost 4 instead of 6 per
+parameter; and the output projection onto the vocabulary (tied to the token embedding) runs only where
+logits are computed — every position for a causal LM, the `max_predictions` slots for masked LM, none
+for classification. Lookup tables (token, position, segment embeddings) cost nothing as lookups.
+
+MFU divides the achieved FLOP rate by a peak measured here (a large matmul in the compute dtype), not
+by a datasheet number, so it is meaningful on a laptop CPU as on an accelerator.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from kerasboost.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Turns tokens/s into MFU: FLOPs per token over the peak FLOP/s of all the run's devices."""
+
+    flops_per_token: float
+    peak_flops: float
+
+    def mfu(self, tokens_per_second: float) -> float:
+        return tokens_per_second * self.flops_per_token / self.peak_flops
+
+
+def flops_per_token(recipe: Recipe, model: keras.Model, backbone) -> float:
+    """Training FLOPs per token of sequence for `model` (see the module docstring)."""
+    embedding_paths = {variable.path for variable in backbone.weights if variable.path.endswith("embeddings")}
+    dense = [variable for variable in model.weights if variable.path not in embedding_paths and _is_weight(variable)]
+    trainable = {id(variable) for variable in model.trainable_weights}
+    per_token = sum((6 if id(variable) in trainable else 4) * int(np.prod(variable.shape)) for variable in dense)
+    layers, hidden = backbone.num_layers, backbone.hidden_dim
+    sequence = recipe.data.sequence_length
+    per_token += 12 * layers * sequence * hidden
+    token_embedding = backbone.token_embedding.embeddings
+    output = 6 if token_embedding.trainable else 4
+    per_token += output * backbone.vocabulary_size * hidden * logits_per_token(recipe)
+    return float(per_token)
+
+
+def logits_per_token(recipe: Recipe) -> float:
+    """The share of positions where the vocabulary projection runs."""
+    from kerasboost.tasks.mlm import max_predictions
+
+    if recipe.task in ("mlm", "bert_pretraining"):
+        return max_predictions(recipe.data) / recipe.data.sequence_length
+    return 1.0 if recipe.task == "causal_lm" else 0.0
+
+
+def matmul_peak(dtype: str, size: int = 1024, repeats: int = 8) -> float:
+    """The best FLOP/s of a (size x size) @ (size x size) matmul in `dtype` on the current backend."""
+    a = keras.random.normal((size, size), dtype=dtype, seed=0)
+    b = keras.random.normal((size, size), dtype=dtype, seed=1)
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0])
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0])
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * size**3 / best
+
+
+def compute_dtype() -> str:
+    return keras.config.dtype_policy().compute_dtype
+
+
+def _is_weight(variable) -> bool:
+    """Float weights, and int8 ones (a quantized base still multiplies); not RNG states or counters."""
+    dtype = str(variable.dtype)
+    return "float" in dtype or dtype == "int8"

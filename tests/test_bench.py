@@ -1,0 +1,53 @@
+"""`kerasboost bench --quick` and `tools/bench.py --quick`: every row present with positive numbers.
+
+Only the shape of the report is checked: no test asserts a speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, backend_env, explain, kerasboost
+
+NUMBERS = ("time_to_first_step_s", "step_time_s", "tokens_per_second", "flops_per_token", "model_tflops", "peak_tflops", "mfu", "peak_memory_mib")
+
+
+def test_kerasboost_bench_reports_every_backend():
+    process = kerasboost("bench", "recipes/lora_mlm.yaml", "--quick", "--backends", "jax,torch", "--json")
+    assert process.returncode == 0, explain(process)
+    rows = json.loads(process.stdout.strip().splitlines()[-1])
+    assert [row["backend"] for row in rows] == ["jax", "torch"]
+    for row in rows:
+        assert all(row[key] > 0 for key in NUMBERS), row
+        assert row["steps"] == 3 and row["trainable_parameters"] < row["parameters"]
+    assert rows[0]["peak_tflops"] == rows[1]["peak_tflops"]  # one device peak for both
+    table = kerasboost("bench", "recipes/mlm.yaml", "--quick", "--backend", "tensorflow")
+    assert table.returncode == 0, explain(table)
+    assert table.stdout.splitlines()[-3].startswith("| backend | precision | tokens/s |")
+    assert table.stdout.splitlines()[-1].startswith("| tensorflow | float32 |")
+
+
+def test_bench_tool_compares_every_system(tmp_path):
+    process = subprocess.run(
+        [sys.executable, "tools/bench.py", "--quick", "--workloads", "gpt2_clm_lora", "--out", str(tmp_path)],
+        cwd=ROOT, env=backend_env(None), capture_output=True, text=True, timeout=900,
+    )
+    assert process.returncode == 0, explain(process)
+    report = json.loads(next(tmp_path.glob("*.json")).read_text())
+    workload = report["workloads"]["gpt2_clm_lora"]
+    systems = [f"kerasboost {b} fp32" for b in ("jax", "tensorflow", "torch")]
+    systems += [f"keras-hub fit {b} fp32" for b in ("jax", "tensorflow", "torch")] + ["transformers eager fp32", "transformers eager bf16"]
+    assert sorted(workload["tokens_per_second"]) == sorted(systems)
+    assert all(value > 0 for value in workload["tokens_per_second"].values())
+    assert len(workload["ratios"]) == 4 and all(value > 0 for value in workload["ratios"].values())
+    assert workload["mfu_of_best_kerasboost"] > 0
+    table = next(tmp_path.glob("*.md")).read_text()
+    assert all(f"| {name} |" in table for name in systems), table
+
+
+@pytest.mark.parametrize("args, expected", [(["--backends", "jax,theano"], "--backends: unknown backend 'theano'")])
+def test_bench_bad_backend_is_an_input_error(args, expected):
+    process = kerasboost("bench", "recipes/mlm.yaml", "--quick", *args)
+    assert process.returncode == 2 and expected in process.stderr, process.stderr
