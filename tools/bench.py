@@ -205,9 +205,13 @@ def run_child(request: dict) -> None:
 
 
 def report(results: dict, names: list[str]) -> tuple[dict, str]:
-    """Medians per system and workload, the ratios, and the markdown table."""
+    """Medians per system and workload, the ratios, and the markdown table. MFU is against the best matmul
+    any backend reached in that precision (the device's peak), not each backend's own."""
+    from kerasboost.bench import normalise_mfu
+
     summary = {}
     for workload, by_system in results.items():
+        normalise_mfu([row for name, rows in by_system.items() if name.startswith("kerasboost") for row in rows])
         medians = {name: statistics.median(row["tokens_per_second"] for row in rows) for name, rows in by_system.items()}
         kerasboost = {name: value for name, value in medians.items() if name.startswith("kerasboost")}
         best = max(kerasboost, key=kerasboost.get)
