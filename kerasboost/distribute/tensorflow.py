@@ -3,9 +3,10 @@
 The model, its optimizer and `compile` are created inside `strategy.scope()`; `fit` then splits every
 global batch over the replicas and sums the gradients (each replica's loss is scaled by 1/replicas).
 Keras' own TensorFlow distribution module is an unfinished prototype in released Keras, so it is not
-used. Several hosts (TF_CONFIG) are refused: with Keras 3.15, `evaluate` fails under
-MultiWorkerMirroredStrategy (it tries to convert the PerReplica batch to one tensor); JAX and PyTorch
-cover multi-host training. Which strategy:
+used. Several hosts (TF_CONFIG) are refused: with Keras 3.15 a plain compiled model already fails under
+MultiWorkerMirroredStrategy (`evaluate`'s symbolic build tries to convert the PerReplica batch to one
+tensor; building from a plain batch first then fails in a metric's reduction); JAX and PyTorch cover
+multi-host training. Which strategy:
 
     a TPU (TPU_NAME or /dev/accel0)  TPUStrategy
     otherwise                        MirroredStrategy over the GPUs; on a host without accelerators an
