@@ -13,6 +13,7 @@ from pathlib import Path
 import keras_hub
 import tensorflow as tf
 
+from kerasboost.data.cache import cached_text
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir, preset_directory
 
@@ -66,9 +67,16 @@ def _load_bpe(vocabulary: Path, merges: Path):
 
 
 def train_word_piece(documents: list[str], size: int, lowercase: bool) -> list[str]:
-    """A WordPiece vocabulary of at most `size` tokens learnt from `documents` (keras-hub's trainer)."""
-    dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
-    return keras_hub.tokenizers.compute_word_piece_vocabulary(dataset, size, lowercase=lowercase, reserved_tokens=RESERVED_TOKENS)
+    """A WordPiece vocabulary of at most `size` tokens learnt from `documents` (keras-hub's trainer),
+    kept in the cache (data/cache.py): training it is most of a small run's start-up."""
+
+    def train() -> str:
+        dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(dataset, size, lowercase=lowercase, reserved_tokens=RESERVED_TOKENS)
+        return "".join(token + "\n" for token in vocabulary)
+
+    inputs = ["wordpiece", keras_hub.__version__, str(size), str(lowercase), *RESERVED_TOKENS, "", *documents]
+    return cached_text("wordpiece", inputs, train).split("\n")[:-1]
 
 
 def train_byte_level_bpe(documents: list[str], size: int) -> tuple[dict[str, int], list[str]]:
