@@ -9,7 +9,9 @@ Each measurement runs in a fresh process (Keras fixes its backend at import). Re
 system runs once before any runs again, so slow drifts of the machine spread over all of them. The
 report (markdown + JSON, under runs/bench/) holds the median tokens/s of each system and the ratios the
 README quotes. kerasboost reads real text through its pipeline; the baselines train on pre-tokenised
-random tokens, so the kerasboost / keras-hub ratio also covers the input pipeline.
+random tokens, so the kerasboost / keras-hub ratio also covers the input pipeline. The baselines use the
+vocabulary size kerasboost's tokenizer reached (WordPiece stops below 8192 on the built-in corpus), so
+every system trains the same model.
 """
 
 from __future__ import annotations
@@ -256,12 +258,15 @@ def main() -> None:
     unknown = [name for name in workloads if name not in WORKLOADS]
     if unknown:
         parser.error(f"--workloads: unknown workload {unknown[0]!r} (choose from {', '.join(WORKLOADS)})")
-    chosen = systems(precisions)
+    chosen = systems(precisions)  # kerasboost first: the baselines then use its vocabulary size
     results: dict = {workload: {name: [] for name, _ in chosen} for workload in workloads}
+    vocabulary = {}
     for repeat in range(repeats):
         for workload in workloads:
             for name, spec in chosen:
-                row = measure(spec, workload, size, steps, warmup)
+                same_size = dict(size, vocabulary=vocabulary.get(workload, size["vocabulary"]))
+                row = measure(spec, workload, same_size, steps, warmup)
+                vocabulary.setdefault(workload, row.get("vocabulary_size", size["vocabulary"]))
                 results[workload][name].append(row)
                 print(f"repeat {repeat + 1}/{repeats} {workload:<14} {name:<28} {row['tokens_per_second']:>10,.0f} tokens/s", flush=True)
     summary, table = report(results, [name for name, _ in chosen])
