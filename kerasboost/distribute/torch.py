@@ -24,8 +24,9 @@ from kerasboost.recipe import Recipe
 class ProcessGroupDistribution(Distributed):
     name = "data parallel (torch.distributed, gradients all-reduced every step)"
 
-    def __init__(self, rank: int, world: int, details: str):
+    def __init__(self, rank: int, world: int, details: str, device: str):
         super().__init__(world, rank, world, details)
+        self.device = device  # where collectives' own tensors live: nccl takes CUDA tensors only
 
     def data_shard(self) -> tuple[int, int]:
         return self.process_id, self.num_processes
@@ -49,7 +50,7 @@ class ProcessGroupDistribution(Distributed):
     def mean(self, value: float) -> float:
         if self.num_processes == 1:
             return value
-        total = torch.tensor([value], dtype=torch.float64)
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return float(total.item()) / self.num_processes
 
@@ -85,7 +86,7 @@ def setup(recipe: Recipe) -> ProcessGroupDistribution:
     if world > 1:
         dist.init_process_group(backend, rank=rank, world_size=world)
     details = f"{backend} on {'cuda' if cuda else 'cpu'}" if world > 1 else "1 process (start more with --nproc N or torchrun)"
-    return ProcessGroupDistribution(rank, world, details)
+    return ProcessGroupDistribution(rank, world, details, "cuda" if cuda else "cpu")
 
 
 def _average_in_place(grads, world: int) -> None:
