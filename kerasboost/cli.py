@@ -57,7 +57,7 @@ def run(ctx: click.Context, recipe: str, overrides: tuple[str, ...], backend: st
     if nproc > 1:
         from kerasboost.distribute.launch import launch
 
-        args = [recipe, *(arg for pair in overrides for arg in ("--set", pair)), "--backend", chosen]
+        args = [recipe, *_set_args(overrides), "--backend", chosen]
         args += [*(["--output-dir", output_dir] if output_dir else []), *(["--resume"] if resume else [])]
         sys.exit(launch(args, nproc, chosen, debug=ctx.obj["debug"]))
     select_backend(chosen)
@@ -110,7 +110,7 @@ def _bench_in_process(recipe: str, overrides, backend: str, steps: int, warmup: 
     """One backend in a fresh interpreter (keras fixes its backend at import); its JSON row back."""
     import subprocess
 
-    args = [sys.executable, "-m", "kerasboost", "bench", recipe, *(arg for pair in overrides for arg in ("--set", pair))]
+    args = [sys.executable, "-m", "kerasboost", "bench", recipe, *_set_args(overrides)]
     args += ["--steps", str(steps), "--warmup", str(warmup), "--backend", backend, "--json"]
     process = subprocess.run(args, capture_output=True, text=True)
     if process.returncode != 0:
@@ -217,6 +217,11 @@ def list_recipes() -> None:
         except yaml.YAMLError:
             description = "(unreadable)"
         click.echo(f"{str(path):<36} {description}")
+
+
+def _set_args(overrides) -> list[str]:
+    """`--set K=V` arguments that hand this command's overrides on to a child process."""
+    return [arg for pair in overrides for arg in ("--set", pair)]
 
 
 def check_distribution(recipe, backend: str, nproc: int) -> None:

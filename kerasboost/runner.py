@@ -91,12 +91,12 @@ def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Option
     replicas = distributed.check_replicas(task.model)
     if replicas:
         print(replicas, flush=True)
-    if distributed.primary or distributed.writes_everywhere:
+    if distributed.saves_weights:
         if recipe.export.preset:
             export_preset(task.backbone, task.tokenizer, run_dir.preset)
         if recipe.peft is not None:
             save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
-    _print_summary(run_dir, result, time.perf_counter() - started)
+    _print_summary(run_dir, result, speed, time.perf_counter() - started)
     return run_dir
 
 
@@ -231,11 +231,11 @@ def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
     )
 
 
-def _print_summary(run_dir: RunDir, result, seconds: float) -> None:
+def _print_summary(run_dir: RunDir, result, speed: Speed, seconds: float) -> None:
     root = run_dir.root
     lines = [f"done: step {result.final_step} in {seconds:.0f} s"]
     if not math.isnan(result.steady_tokens_per_second):
-        lines[0] += f" · steady state {result.steady_tokens_per_second:,.0f} tokens/s · MFU {result.steady_mfu:.1%}"
+        lines[0] += f" · steady state {result.steady_tokens_per_second:,.0f} tokens/s · MFU {speed.mfu(result.steady_tokens_per_second):.1%}"
     lines += [
         f"  recipe       {run_dir.recipe_file}",
         f"  metrics      {run_dir.metrics_file}",

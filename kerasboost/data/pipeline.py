@@ -66,9 +66,10 @@ def training_batches(
     def own_rows(*batch):
         return tf.nest.map_structure(lambda values: values[index * rows : (index + 1) * rows], batch)
 
+    batches = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if count > 1:
-        return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).map(own_rows).prefetch(tf.data.AUTOTUNE)
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+        batches = batches.map(own_rows)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_batches(

@@ -39,10 +39,10 @@ class Distributed:
         return self.process_id == 0
 
     @property
-    def writes_everywhere(self) -> bool:
-        """True when saving weights is a collective: every process saves (the non-primary ones into their
-        scratch directory), or the primary would wait forever for the others."""
-        return False
+    def saves_weights(self) -> bool:
+        """Whether this process writes checkpoints and exports: the primary one, or every process when
+        saving is a collective (the non-primary ones then write into their scratch directory)."""
+        return self.primary
 
     def validation_multiple(self, batch_size: int) -> int:
         """The validation set is trimmed to a multiple of this many rows, so every batch splits evenly."""

@@ -28,8 +28,8 @@ class KerasDistribution(Distributed):
         distribution.set_distribution(keras_distribution)
 
     @property
-    def writes_everywhere(self) -> bool:
-        return self.num_processes > 1
+    def saves_weights(self) -> bool:
+        return True  # reading an array that spans several processes is a collective: all must take part
 
     def validation_multiple(self, batch_size: int) -> int:
         return batch_size if self.num_processes > 1 else self.replicas

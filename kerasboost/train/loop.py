@@ -39,7 +39,6 @@ class TrainResult:
     final_step: int
     evaluations: list[dict] = field(default_factory=list)
     steady_tokens_per_second: float = float("nan")
-    steady_mfu: float = float("nan")
 
 
 class PeriodEnd(keras.callbacks.Callback):
@@ -73,18 +72,18 @@ class PeriodEnd(keras.callbacks.Callback):
         self.result.evaluations.append(self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds))
         every = self.recipe.checkpoint.every_steps
         due = (every and step // every > self.result.final_step // every) or step == self.total_steps
-        if due and (self.distributed.primary or self.distributed.writes_everywhere):
+        if due and self.distributed.saves_weights:
             save_checkpoint(self.model, self.run.checkpoints, step, self.recipe.checkpoint.keep)
         self.result.final_step = step
         if self._steady[1]:
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
-            self.result.steady_mfu = self.steps.speed.mfu(self.result.steady_tokens_per_second)
 
 
 def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int, distributed: Distributed, speed: Speed) -> TrainResult:
     """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`.
 
-    Every process of a distributed run goes through here in lockstep; only the primary one checkpoints.
+    Every process of a distributed run goes through here in lockstep; `distributed.saves_weights` says
+    which ones checkpoint.
     """
     model, batches = task.model, task.batches
     config = recipe.train
