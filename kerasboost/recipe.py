@@ -136,6 +136,7 @@ class TrainConfig(_Section):
     eval_every: int = Field(default=100, gt=0)
     eval_batches: Optional[int] = Field(default=None, gt=0)
     jit_compile: Union[bool, Literal["auto"]] = "auto"
+    steps_per_execution: int = Field(default=1, gt=0)
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainConfig":
@@ -147,6 +148,12 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be divisible by "
                 f"gradient_accumulation ({self.gradient_accumulation}): batch_size is the global batch"
+            )
+        per_period = self.eval_every * self.gradient_accumulation
+        if per_period % self.steps_per_execution:
+            raise ValueError(
+                f"steps_per_execution ({self.steps_per_execution}) must divide the {per_period} micro-batches of an "
+                "evaluation period (eval_every x gradient_accumulation), so evaluations fall between executions"
             )
         return self
 

@@ -116,8 +116,14 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             loss_weights=task.loss_weights,
             weighted_metrics=task.metrics,
             jit_compile=recipe.train.jit_compile,
+            steps_per_execution=steps_per_execution(recipe),
         )
     return task, total_steps
+
+
+def steps_per_execution(recipe: Recipe) -> int:
+    """`train.steps_per_execution`, except on PyTorch, whose Keras trainer runs one step per call."""
+    return 1 if keras.backend.backend() == "torch" else recipe.train.steps_per_execution
 
 
 def _quiet_unless(primary: bool):
@@ -225,10 +231,15 @@ def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
     config = recipe.train
     micro = config.batch_size // config.gradient_accumulation
     accumulation = f" ({config.gradient_accumulation} x {micro})" if config.gradient_accumulation > 1 else ""
-    return (
+    line = (
         f"training: {total_steps} steps · batch {config.batch_size}{accumulation} · learning rate {config.learning_rate:g} "
         f"({config.schedule}, {config.warmup_steps} warm-up steps) · evaluation every {config.eval_every} steps"
     )
+    if config.steps_per_execution > 1:
+        executed = steps_per_execution(recipe)
+        line += f" · {executed} micro-batches per execution"
+        line += " (Keras' PyTorch trainer runs one per call)" if executed != config.steps_per_execution else ""
+    return line
 
 
 def _print_summary(run_dir: RunDir, result, speed: Speed, seconds: float) -> None:

@@ -112,6 +112,7 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
         ("train.steps.x=1", "--set train.steps.x: 'train.steps' is a value, not a section"),
         ("train.steps", "--set train.steps: expected KEY.PATH=VALUE"),
         ("train.steps=-4", "train.steps: Input should be greater than 0"),
+        ("train.steps_per_execution=8", "train: steps_per_execution (8) must divide the 100 micro-batches of an evaluation period"),
     ],
 )
 def test_bad_override_exits_2(tmp_path, override, expected):

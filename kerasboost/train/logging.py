@@ -58,8 +58,10 @@ class StepLogger(keras.callbacks.Callback):
     """Counts optimizer steps; every `every` steps logs train loss, perplexity, learning rate, tokens/s,
     model TFLOP/s and MFU (`speed`, see train/flops.py).
 
-    Stops training at `last_step`, which may fall inside an evaluation period. `mean` averages the loss
-    over the processes of a distributed run.
+    Keras calls back once per execution (`steps_per_execution` micro-batches, fewer at the end of the
+    data) with the index of its last micro-batch in the epoch, so steps are counted from that index and
+    logged when an execution crosses a multiple of `every`. Stops training at `last_step`, which may fall
+    inside an evaluation period. `mean` averages the loss over the processes of a distributed run.
     """
 
     def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int, speed, mean=float):
@@ -73,20 +75,22 @@ class StepLogger(keras.callbacks.Callback):
         self.every = every
         self.step = first_step
         self.last_step = last_step
-        self._micro_batches = 0
+        self._micro_batches = first_step * accumulation
+        self._epoch_start = self._micro_batches
         self._mark = (0.0, 0)
 
     def on_train_begin(self, logs=None):
         self._mark = (time.perf_counter(), self._micro_batches)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._micro_batches
+
     def on_train_batch_end(self, batch, logs=None):
-        self._micro_batches += 1
-        if self._micro_batches % self.accumulation:
-            return
-        self.step += 1
+        self._micro_batches = min(self._epoch_start + batch + 1, self.last_step * self.accumulation)
+        previous, self.step = self.step, self._micro_batches // self.accumulation
         if self.step >= self.last_step:
             self.model.stop_training = True
-        if self.step % self.every:
+        if self.step // self.every == previous // self.every:
             return
         now = time.perf_counter()
         since, batches_then = self._mark

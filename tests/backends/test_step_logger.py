@@ -1,0 +1,41 @@
+"""Step counting under `fit` with several micro-batches per execution, on the backend under test."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasboost.recipe import Recipe
+from kerasboost.runner import steps_per_execution
+from kerasboost.train.flops import Speed
+from kerasboost.train.logging import StepLogger
+
+
+class Recorded:
+    """Stands in for RunLog: keeps what StepLogger logs."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def scalars(self, split, step, values):
+        assert split == "train" and values["loss"] > 0 and values["tokens_per_second"] > 0
+        self.steps.append(step)
+
+
+def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
+    recipe = Recipe.model_validate({"train": {"steps_per_execution": 3, "eval_every": 6}})
+    executed = steps_per_execution(recipe)
+    assert executed == (1 if keras.backend.backend() == "torch" else 3)  # Keras' torch trainer runs one per call
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", steps_per_execution=executed)
+    x, y = np.ones((10, 4), "float32"), np.ones((10, 1), "float32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(1)  # exactly 10 micro-batches: the run's 10 steps
+    log = Recorded()
+    logger = StepLogger(log, lambda step: 0.1, first_step=0, accumulation=1, tokens_per_batch=4, every=2, last_step=10, speed=Speed(1.0, 1.0))
+    model.fit(data, epochs=2, steps_per_epoch=6, callbacks=[logger], shuffle=False, verbose=0)
+    assert logger.step == 10
+    # Logged when an execution crosses a multiple of 2: executions end at steps 3, 6, 9 and 10 (the last
+    # one is cut short by the end of the data); one step per execution logs every even step.
+    assert log.steps == ([2, 4, 6, 8, 10] if executed == 1 else [3, 6, 9, 10])
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 10
