@@ -1,19 +1,23 @@
 """A cache for derived data that is slow to compute and fully determined by its inputs.
 
-Trained WordPiece vocabularies live here (keras-hub's trainer takes ~12 s on the built-in corpus, the
-tokenising itself under a second), so a rerun, a variant recipe or a resumed run skips the training.
-The key is a SHA-256 of everything the result depends on; entries are written atomically. The cache
-sits in $KERASBOOST_CACHE_DIR, else $XDG_CACHE_HOME/kerasboost, else ~/.cache/kerasboost;
-KERASBOOST_CACHE_DIR=off turns it off. An unwritable cache is skipped, never an error.
+Trained WordPiece vocabularies live here (keras-hub's trainer takes ~12 s on the built-in corpus), and
+so do tokenised documents (a large corpus takes minutes to tokenise, packing and masking then take
+moments), so a rerun, a variant recipe or a resumed run skips both. The key is a SHA-256 of everything
+the result depends on; entries are written atomically. The cache sits in $KERASBOOST_CACHE_DIR, else
+$XDG_CACHE_HOME/kerasboost, else ~/.cache/kerasboost; KERASBOOST_CACHE_DIR=off turns it off. An
+unwritable or unreadable cache is skipped, never an error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Optional
+
+import numpy as np
 
 
 def cache_dir() -> Optional[Path]:
@@ -27,21 +31,51 @@ def cache_dir() -> Optional[Path]:
 
 def cached_text(kind: str, inputs: Iterable[str], build: Callable[[], str]) -> str:
     """`build()`'s text, from the cache when the same `inputs` were seen before."""
+    path = _entry(kind, inputs, ".txt")
+    if path is not None and path.is_file():
+        return path.read_text(encoding="utf-8")
+    text = build()
+    _write(path, text.encode("utf-8"))
+    return text
+
+
+def cached_sequences(kind: str, inputs: Iterable[str], build: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
+    """`build()`'s list of 1-D integer arrays, from the cache when the same `inputs` were seen before."""
+    path = _entry(kind, inputs, ".npz")
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as stored:
+                return np.split(stored["values"], np.cumsum(stored["lengths"])[:-1])
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged entry is rebuilt and replaced
+    sequences = build()
+    if path is not None:
+        buffer = io.BytesIO()
+        lengths = np.array([len(sequence) for sequence in sequences], np.int64)
+        values = np.concatenate(sequences) if sequences else np.zeros(0, np.int32)
+        np.savez(buffer, values=values, lengths=lengths)
+        _write(path, buffer.getvalue())
+    return sequences
+
+
+def _entry(kind: str, inputs: Iterable[str], suffix: str) -> Optional[Path]:
     directory = cache_dir()
+    if directory is None:
+        return None
     digest = hashlib.sha256()
     for part in inputs:
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
-    path = directory / kind / f"{digest.hexdigest()}.txt" if directory else None
-    if path is not None and path.is_file():
-        return path.read_text(encoding="utf-8")
-    text = build()
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False) as handle:
-                handle.write(text)
-            os.replace(handle.name, path)
-        except OSError:
-            pass
-    return text
+    return directory / kind / f"{digest.hexdigest()}{suffix}"
+
+
+def _write(path: Optional[Path], content: bytes) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as handle:
+            handle.write(content)
+        os.replace(handle.name, path)
+    except OSError:
+        pass

@@ -13,7 +13,7 @@ from pathlib import Path
 import keras_hub
 import tensorflow as tf
 
-from kerasboost.data.cache import cached_text
+from kerasboost.data.cache import cached_sequences, cached_text
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir, preset_directory
 
@@ -92,7 +92,14 @@ def train_byte_level_bpe(documents: list[str], size: int) -> tuple[dict[str, int
 
 
 def tokenize(tokenizer, documents: list[str]) -> list:
-    """Token ids of each document as NumPy arrays, tokenised in batches by tf.data."""
-    dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
-    dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    return list(dataset.as_numpy_iterator())
+    """Token ids of each document as NumPy arrays, tokenised in batches by tf.data; kept in the cache
+    (data/cache.py) under the tokenizer's full identity and the documents, so reruns skip tokenising."""
+
+    def encode() -> list:
+        dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
+        dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        return list(dataset.as_numpy_iterator())
+
+    identity = [type(tokenizer).__qualname__, keras_hub.__version__, json.dumps(tokenizer.get_config(), sort_keys=True, default=str)]
+    identity += [*tokenizer.get_vocabulary(), "", *(getattr(tokenizer, "merges", None) or []), ""]
+    return cached_sequences("tokenized", [*identity, *documents], encode)

@@ -1,9 +1,11 @@
-"""The WordPiece vocabulary is trained once per distinct input and read back from the cache after."""
+"""Vocabularies are trained, and documents tokenised, once per distinct input; read back from the cache after."""
 
 from __future__ import annotations
 
 import keras_hub
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from kerasboost.data import tokenizer
 
@@ -44,3 +46,41 @@ def test_cache_off_always_trains(counted_training, monkeypatch):
     tokenizer.train_word_piece(DOCUMENTS, 120, lowercase=True)
     tokenizer.train_word_piece(DOCUMENTS, 120, lowercase=True)
     assert counted_training == [120, 120]
+
+
+@pytest.fixture
+def counted_tokenising(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERASBOOST_CACHE_DIR", str(tmp_path))
+    calls = []
+    slices = tf.data.Dataset.from_tensor_slices
+
+    def counting(documents):
+        calls.append(len(documents))
+        return slices(documents)
+
+    monkeypatch.setattr(tf.data.Dataset, "from_tensor_slices", counting)
+    return calls
+
+
+def test_documents_are_tokenised_once(counted_tokenising, tmp_path):
+    vocabulary = tokenizer.train_word_piece(DOCUMENTS, 120, lowercase=True)
+    word_piece = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
+    counted_tokenising.clear()
+    documents = ["The lazy dog", "", "a quick fox jumps over the lazy dog"]
+    first = tokenizer.tokenize(word_piece, documents)
+    again = tokenizer.tokenize(word_piece, documents)
+    assert counted_tokenising == [3]
+    assert [ids.tolist() for ids in again] == [ids.tolist() for ids in first] and len(first[1]) == 0
+    assert all(ids.dtype == np.int32 for ids in again) and len(list((tmp_path / "tokenized").iterdir())) == 1
+    cased = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=False)
+    tokenizer.tokenize(cased, documents)
+    tokenizer.tokenize(word_piece, documents[:2])
+    assert counted_tokenising == [3, 3, 2]
+
+
+def test_a_damaged_entry_is_rebuilt(counted_tokenising, tmp_path):
+    word_piece = keras_hub.models.BertTokenizer(vocabulary=tokenizer.RESERVED_TOKENS + ["dog", "lazy"], lowercase=True)
+    first = tokenizer.tokenize(word_piece, ["lazy dog"])
+    next((tmp_path / "tokenized").iterdir()).write_bytes(b"not an npz")
+    assert [ids.tolist() for ids in tokenizer.tokenize(word_piece, ["lazy dog"])] == [ids.tolist() for ids in first]
+    assert counted_tokenising == [1, 1]
