@@ -4,10 +4,15 @@ The recipe's own data pipeline, model, adapters and compiled train step run unde
 optimizer steps with no evaluation, checkpoints or logs. Reported: time to the first step (tracing and
 compilation), the median step time after `warmup` steps, tokens/s, model TFLOP/s and MFU (train/flops.py),
 the process's peak memory, and the optimizer state's size (it grows with the trainable parameters only).
+
+Then the same compiled step runs as many steps again on one pre-made batch held in memory (synthetic
+input: no gathering, masking or host work): the ratio of the two rates says whether the input pipeline
+keeps the model fed (1.0: it costs nothing).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
@@ -22,23 +27,25 @@ from kerasboost.data.sources import read_splits
 from kerasboost.distribute import Distributed
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
-from kerasboost.runner import build_task
+from kerasboost.runner import build_task, steps_per_execution
 from kerasboost.tasks import needs_labels
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
 
 class StepTimer(keras.callbacks.Callback):
-    """The time at which each optimizer step ended (every `accumulation` micro-batches)."""
+    """When each execution ended and how many micro-batches had run by then (one epoch, so Keras'
+    `batch` is the index of the execution's last micro-batch)."""
 
-    def __init__(self, accumulation: int):
+    def __init__(self):
         super().__init__()
-        self.accumulation = accumulation
-        self.ends: list[float] = []
-        self._batches = 0
+        self.ends: list[tuple[float, int]] = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self._batches += 1
-        if self._batches % self.accumulation == 0:
-            self.ends.append(time.perf_counter())
+        self.ends.append((time.perf_counter(), batch + 1))
+
+    def step_times(self, started: float, accumulation: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds of each execution (the first one includes the compilation) and its optimizer steps."""
+        times, done = zip(*self.ends)
+        return np.diff([started, *times]), np.diff([0, *np.minimum(done, total)]) / accumulation
 
 
 def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
@@ -51,11 +58,11 @@ def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
         batches = task.batches
         micro_batch = config.batch_size // config.gradient_accumulation
         dataset = training_batches(batches.train, batches.transform, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation)
-        timer = StepTimer(config.gradient_accumulation)
-        started = time.perf_counter()
-        task.model.fit(dataset, epochs=1, steps_per_epoch=steps * config.gradient_accumulation, callbacks=[timer], shuffle=False, verbose=0)
-    step_times = np.diff([started, *timer.ends])
-    steady = statistics.median(step_times[min(warmup, len(step_times) - 1) :])
+        micro_batches = steps * config.gradient_accumulation
+        skipped = math.ceil(warmup * config.gradient_accumulation / steps_per_execution(recipe))
+        first_execution, steady = _timed_fit(task.model, dataset, micro_batches, config.gradient_accumulation, skipped)
+        synthetic = dataset.take(1).cache().repeat()
+        _, synthetic_steady = _timed_fit(task.model, synthetic, micro_batches, config.gradient_accumulation, skipped=1)
     tokens_per_second = config.batch_size * batches.tokens_per_example / steady
     speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype(), size=2048))
     model = task.model
@@ -69,15 +76,29 @@ def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
         "optimizer_state_mib": sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables) / 2**20,
-        "time_to_first_step_s": float(step_times[0]),
+        "steps_per_execution": steps_per_execution(recipe),
+        "time_to_first_step_s": float(first_execution[0] - (first_execution[1] - 1) * steady),
         "step_time_s": float(steady),
         "tokens_per_second": tokens_per_second,
+        "synthetic_tokens_per_second": config.batch_size * batches.tokens_per_example / synthetic_steady,
+        "input_ratio": synthetic_steady / steady,
         "flops_per_token": speed.flops_per_token,
         "model_tflops": tokens_per_second * speed.flops_per_token / 1e12,
         "peak_tflops": speed.peak_flops / 1e12,
         "mfu": speed.mfu(tokens_per_second),
         "peak_memory_mib": peak_memory_mib(),
     }
+
+
+def _timed_fit(model, dataset, micro_batches: int, accumulation: int, skipped: int) -> tuple[tuple[float, float], float]:
+    """Trains on `micro_batches` of `dataset`: (seconds and steps of the first execution, median seconds
+    per optimizer step over the executions after the first `skipped`)."""
+    timer = StepTimer()
+    started = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=micro_batches, callbacks=[timer], shuffle=False, verbose=0)
+    seconds, steps_done = timer.step_times(started, accumulation, micro_batches)
+    skipped = min(skipped, len(seconds) - 1)
+    return (float(seconds[0]), float(steps_done[0])), statistics.median(seconds[skipped:] / steps_done[skipped:])
 
 
 def normalise_mfu(rows: list[dict]) -> list[dict]:
@@ -93,12 +114,12 @@ def normalise_mfu(rows: list[dict]) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """A markdown table of `benchmark` rows."""
-    header = "| backend | precision | tokens/s | step ms | first step s | TFLOP/s | MFU | peak memory MiB | optimizer MiB |"
+    header = "| backend | precision | tokens/s | step ms | first step s | TFLOP/s | MFU | input ratio | peak memory MiB | optimizer MiB |"
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for row in rows:
         lines.append(
             f"| {row['backend']} | {row['precision']} | {row['tokens_per_second']:,.0f} | {row['step_time_s'] * 1e3:,.1f} | "
-            f"{row['time_to_first_step_s']:.1f} | {row['model_tflops']:.3f} | {row['mfu']:.1%} | {row['peak_memory_mib']:,.0f} | "
+            f"{row['time_to_first_step_s']:.1f} | {row['model_tflops']:.3f} | {row['mfu']:.1%} | {row['input_ratio']:.2f} | {row['peak_memory_mib']:,.0f} | "
             f"{row['optimizer_state_mib']:,.1f} |"
         )
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""Side by side on the same workloads: kerasboost on each backend, plain keras-hub `fit` on each backend
-with the same model, and Hugging Face transformers (+ PEFT for LoRA) in eager PyTorch, fp32 and bf16.
+"""Side by side on the same workloads: kerasboost and plain keras-hub `fit` (the same model) on each backend,
+each in fp32 and mixed_bfloat16, and Hugging Face transformers (+ PEFT for LoRA) in eager PyTorch, fp32 and
+bf16 autocast.
 
     python tools/bench.py                                 # every workload, 3 repeats (about an hour on 2 cores)
     python tools/bench.py --workloads bert_mlm --repeats 1
@@ -84,7 +85,7 @@ def synthetic_batches(workload: str, size: dict, rows: int):
     return {"token_ids": token_ids, "labels": np.roll(token_ids, -1, axis=1)}
 
 
-def child_keras_hub(workload: str, size: dict, steps: int, warmup: int) -> dict:
+def child_keras_hub(workload: str, size: dict, steps: int, warmup: int, precision: str) -> dict:
     """Plain keras-hub: the task model, `compile` and `fit` on in-memory arrays; nothing of kerasboost's."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
@@ -92,6 +93,8 @@ def child_keras_hub(workload: str, size: dict, steps: int, warmup: int) -> dict:
     import numpy as np
 
     from kerasboost.bench import StepTimer
+
+    keras.config.set_dtype_policy(precision)
 
     config = dict(vocabulary_size=size["vocabulary"], num_layers=size["layers"], num_heads=size["heads"], hidden_dim=size["hidden"],
                   intermediate_dim=size["ffn"], max_sequence_length=size["sequence"])
@@ -114,10 +117,10 @@ def child_keras_hub(workload: str, size: dict, steps: int, warmup: int) -> dict:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()],
     )
-    timer = StepTimer(1)
+    timer = StepTimer()
     started = time.perf_counter()
     model.fit(x, data["labels"], sample_weight=ones, batch_size=size["batch"], epochs=1, shuffle=False, callbacks=[timer], verbose=0)
-    return _row(started, timer.ends, warmup, size, backend=keras.backend.backend(), precision="float32")
+    return _row(started, [end for end, _ in timer.ends], warmup, size, backend=keras.backend.backend(), precision=precision)
 
 
 def child_transformers(workload: str, size: dict, steps: int, warmup: int, precision: str) -> dict:
@@ -179,8 +182,8 @@ def systems(precisions: list[str]) -> list[tuple[str, dict]]:
     found = []
     for precision in precisions:
         short = "fp32" if precision == "float32" else "bf16"
-        found += [(f"kerasboost {backend} {short}", {"kind": "kerasboost", "backend": backend, "precision": precision}) for backend in BACKENDS]
-    found += [(f"keras-hub fit {backend} fp32", {"kind": "keras_hub", "backend": backend}) for backend in BACKENDS]
+        for kind, label in (("kerasboost", "kerasboost"), ("keras_hub", "keras-hub fit")):
+            found += [(f"{label} {backend} {short}", {"kind": kind, "backend": backend, "precision": precision}) for backend in BACKENDS]
     found += [(f"transformers eager {precision}", {"kind": "transformers", "precision": precision}) for precision in ("fp32", "bf16")]
     return found
 
@@ -200,7 +203,7 @@ def measure(spec: dict, workload: str, size: dict, steps: int, warmup: int) -> d
 def run_child(request: dict) -> None:
     spec, workload, size, steps, warmup = (request[key] for key in ("spec", "workload", "size", "steps", "warmup"))
     if spec["kind"] == "keras_hub":
-        row = child_keras_hub(workload, size, steps, warmup)
+        row = child_keras_hub(workload, size, steps, warmup, spec["precision"])
     else:
         row = child_transformers(workload, size, steps, warmup, spec["precision"])
     print(json.dumps(row))
@@ -218,8 +221,8 @@ def report(results: dict, names: list[str]) -> tuple[dict, str]:
         kerasboost = {name: value for name, value in medians.items() if name.startswith("kerasboost")}
         best = max(kerasboost, key=kerasboost.get)
         best_hf = max((name for name in medians if name.startswith("transformers")), key=medians.get)
-        ratios = {f"kerasboost / keras-hub fit ({backend})": medians[f"kerasboost {backend} fp32"] / medians[f"keras-hub fit {backend} fp32"]
-                  for backend in BACKENDS}
+        ratios = {f"kerasboost / keras-hub fit ({backend} {short})": medians[f"kerasboost {backend} {short}"] / medians[f"keras-hub fit {backend} {short}"]
+                  for short in sorted({name.rsplit(" ", 1)[1] for name in kerasboost}, reverse=True) for backend in BACKENDS}
         ratios[f"best kerasboost ({best}) / best transformers ({best_hf})"] = medians[best] / medians[best_hf]
         mfu = statistics.median(row["mfu"] for row in by_system[best])
         summary[workload] = {"tokens_per_second": medians, "ratios": ratios, "mfu_of_best_kerasboost": mfu,
