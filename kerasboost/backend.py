@@ -90,13 +90,70 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def set_precision(policy: str) -> None:
-    """Sets Keras' global dtype policy; refuses float16 where the backend cannot compute it."""
+def set_precision(train) -> str:
+    """Sets Keras' global dtype policy from `train.precision`, which `auto` is resolved in (so the run's
+    recipe.yaml records what ran); returns the policy, with the reason when it was chosen here.
+
+    `auto` is mixed_bfloat16 where the backend computes bfloat16 natively, else float32. Measured on an
+    AVX512-BF16 CPU (tools/bench.py, README Performance): bf16 trains faster than fp32 under TensorFlow
+    and PyTorch, while XLA's CPU backend under JAX emulates bf16 matmuls through fp32 and is slower.
+    """
     import keras
 
-    if policy == "mixed_float16" and keras.backend.backend() == "jax" and jax_has_only_cpus():
+    reason = ""
+    if train.precision == "auto":
+        unit = _bfloat16_unit()
+        train.precision = "mixed_bfloat16" if unit else "float32"
+        reason = f" (auto: {unit or 'no native bfloat16 compute for ' + keras.backend.backend() + ' here'})"
+    if train.precision == "mixed_float16" and keras.backend.backend() == "jax" and jax_has_only_cpus():
         raise InputError("train.precision: mixed_float16 is not supported by XLA on CPU under JAX; use mixed_bfloat16")
-    keras.config.set_dtype_policy(policy)
+    keras.config.set_dtype_policy(train.precision)
+    return train.precision + reason
+
+
+def _bfloat16_unit() -> Optional[str]:
+    """What computes bfloat16 natively for the current backend: a TPU, a GPU of compute capability 8.0
+    or later, or (TensorFlow, PyTorch) a CPU with AMX-BF16 or AVX512-BF16; None if nothing does."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "tpu":
+            return "TPU"
+        capability = getattr(device, "compute_capability", None)
+        if device.platform == "gpu" and capability and float(capability) >= 8.0:
+            return f"GPU of compute capability {capability}"
+        return None
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            capability = torch.cuda.get_device_capability()
+            return f"GPU of compute capability {capability[0]}.{capability[1]}" if capability >= (8, 0) else None
+    else:
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("TPU"):
+            return "TPU"
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+            return f"GPU of compute capability {capability[0]}.{capability[1]}" if capability >= (8, 0) else None
+    return _cpu_bfloat16_unit()
+
+
+def _cpu_bfloat16_unit() -> Optional[str]:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return None
+    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")):
+        if flag in flags:
+            return f"CPU with {name}"
+    return None
 
 
 def jax_has_only_cpus() -> bool:

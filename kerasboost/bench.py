@@ -50,7 +50,7 @@ class StepTimer(keras.callbacks.Callback):
 
 def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
     """Trains `steps` optimizer steps of `recipe` and returns the measurements (see the module docstring)."""
-    set_precision(recipe.train.precision)
+    set_precision(recipe.train)
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
     config = recipe.train
     with tempfile.TemporaryDirectory(prefix="kerasboost-bench-") as scratch:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from kerasboost.errors import RecipeError
 
@@ -132,11 +132,11 @@ class TrainConfig(_Section):
     epsilon: float = Field(default=1e-6, gt=0.0)
     clip_norm: Optional[float] = Field(default=1.0, gt=0.0)
     gradient_accumulation: int = Field(default=1, ge=1)
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     eval_every: int = Field(default=100, gt=0)
     eval_batches: Optional[int] = Field(default=None, gt=0)
     jit_compile: Union[bool, Literal["auto"]] = "auto"
-    steps_per_execution: int = Field(default=1, gt=0)
+    steps_per_execution: Union[PositiveInt, Literal["auto"]] = "auto"
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainConfig":
@@ -150,7 +150,7 @@ class TrainConfig(_Section):
                 f"gradient_accumulation ({self.gradient_accumulation}): batch_size is the global batch"
             )
         per_period = self.eval_every * self.gradient_accumulation
-        if per_period % self.steps_per_execution:
+        if self.steps_per_execution != "auto" and per_period % self.steps_per_execution:
             raise ValueError(
                 f"steps_per_execution ({self.steps_per_execution}) must divide the {per_period} micro-batches of an "
                 "evaluation period (eval_every x gradient_accumulation), so evaluations fall between executions"

@@ -54,7 +54,7 @@ def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Option
     started = time.perf_counter()
     found = versions()
     print(f"kerasboost {__version__} · backend {keras.backend.backend()} · " + " · ".join(f"{k} {v}" for k, v in found.items()), flush=True)
-    set_precision(recipe.train.precision)
+    precision = set_precision(recipe.train)
     run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))  # before anything is written
     if distributed.primary:
@@ -78,7 +78,7 @@ def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Option
     for line in task.summary:
         print(line, flush=True)
     speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype()) * distributed.devices)
-    print(_describe_model(recipe, task.model) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token", flush=True)
+    print(_describe_model(recipe, task.model, precision) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token", flush=True)
     print(_describe_schedule(recipe, total_steps), flush=True)
     layout = [distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation), distributed.describe_model(task.model)]
     for line in filter(None, layout):
@@ -122,8 +122,16 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
 
 
 def steps_per_execution(recipe: Recipe) -> int:
-    """`train.steps_per_execution`, except on PyTorch, whose Keras trainer runs one step per call."""
-    return 1 if keras.backend.backend() == "torch" else recipe.train.steps_per_execution
+    """Micro-batches per compiled call: `train.steps_per_execution`, or for `auto` the largest number up to
+    16 that divides both the evaluation and the logging interval (so both land between calls). PyTorch:
+    1, Keras' torch trainer runs one step per call."""
+    config = recipe.train
+    if keras.backend.backend() == "torch":
+        return 1
+    if config.steps_per_execution != "auto":
+        return config.steps_per_execution
+    interval = math.gcd(config.eval_every, recipe.logging.every_steps) * config.gradient_accumulation
+    return max(n for n in range(1, 17) if interval % n == 0)
 
 
 def _quiet_unless(primary: bool):
@@ -153,7 +161,7 @@ def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[st
         recipe.data.validation_source = data
     if not from_run:
         recipe.model.preset = str(source_dir)
-    set_precision(recipe.train.precision)
+    set_precision(recipe.train)
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = RunDir(source_dir.resolve() if from_run else Path(scratch))
@@ -179,7 +187,7 @@ def load_trained(run: str):
     checkpoint = latest_checkpoint(run_dir.checkpoints)
     if checkpoint is None:
         raise InputError(f"{run_dir.checkpoints}: no checkpoint to export")
-    set_precision(recipe.train.precision)
+    set_precision(recipe.train)
     task = prepare_task(recipe, run_dir, *read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe)))
     if recipe.peft is not None:
         _add_adapters(task, recipe)
@@ -221,10 +229,10 @@ def _total_steps(recipe: Recipe, num_examples: int) -> int:
     return max(1, recipe.train.epochs * (num_examples // recipe.train.batch_size))
 
 
-def _describe_model(recipe: Recipe, model: keras.Model) -> str:
+def _describe_model(recipe: Recipe, model: keras.Model, precision: str) -> str:
     params = model.count_params()
     source = recipe.model.preset or "config " + ", ".join(f"{k}={v}" for k, v in recipe.model.config.model_dump().items())
-    return f"model: {recipe.model.backbone} ({source}) · {params:,} parameters · precision {recipe.train.precision}"
+    return f"model: {recipe.model.backbone} ({source}) · {params:,} parameters · precision {precision}"
 
 
 def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
@@ -235,10 +243,10 @@ def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
         f"training: {total_steps} steps · batch {config.batch_size}{accumulation} · learning rate {config.learning_rate:g} "
         f"({config.schedule}, {config.warmup_steps} warm-up steps) · evaluation every {config.eval_every} steps"
     )
-    if config.steps_per_execution > 1:
-        executed = steps_per_execution(recipe)
-        line += f" · {executed} micro-batches per execution"
-        line += " (Keras' PyTorch trainer runs one per call)" if executed != config.steps_per_execution else ""
+    executed = steps_per_execution(recipe)
+    if executed > 1 or config.steps_per_execution not in ("auto", 1):
+        line += f" · {executed} micro-batches per compiled call"
+        line += " (Keras' PyTorch trainer runs one)" if keras.backend.backend() == "torch" else ""
     return line
 
 

@@ -80,9 +80,9 @@ def test_gradient_accumulation_matches_the_full_batch():
 def test_mixed_precision_trains_with_float32_logits(policy):
     if policy == "mixed_float16" and keras.backend.backend() == "jax" and jax_has_only_cpus():
         with pytest.raises(InputError, match="train.precision: mixed_float16 .* use mixed_bfloat16"):
-            set_precision(policy)
+            set_precision(TrainConfig(precision=policy))
         return
-    set_precision(policy)
+    set_precision(TrainConfig(precision=policy))
     try:
         model, loss, metrics = model_and_loss()
         model.compile(optimizer=build_optimizer(TrainConfig(learning_rate=1e-2, warmup_steps=0), total_steps=5), loss=loss, weighted_metrics=metrics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from kerasboost.recipe import Recipe
@@ -39,3 +40,13 @@ def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
     # one is cut short by the end of the data); one step per execution logs every even step.
     assert log.steps == ([2, 4, 6, 8, 10] if executed == 1 else [3, 6, 9, 10])
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 10
+
+
+@pytest.mark.parametrize(
+    "train, every, expected",
+    [({}, 10, 10), ({"eval_every": 6}, 4, 2), ({"eval_every": 100, "gradient_accumulation": 4, "batch_size": 32}, 10, 10),
+     ({"eval_every": 7}, 1, 1), ({"eval_every": 64}, 32, 16), ({"steps_per_execution": 5}, 1, 5)],
+)
+def test_auto_steps_per_execution_keeps_evaluations_and_logs_between_calls(train, every, expected):
+    recipe = Recipe.model_validate({"train": train, "logging": {"every_steps": every}})
+    assert steps_per_execution(recipe) == (1 if keras.backend.backend() == "torch" else expected)

@@ -123,13 +123,18 @@ def test_eval_with_a_wrong_label_column_is_a_one_line_error(runs):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_causal_lm_learns_and_generates_the_requested_length(backend, tmp_path):
+    """Also the defaults' speed settings: precision auto, and (TensorFlow, JAX) 3 steps per compiled call."""
     run = tmp_path / "clm"
     process = kerasboost(
         "run", "recipes/gpt2_clm.yaml", "--output-dir", str(run),
-        *overrides("train.steps=6", "train.eval_every=3", "train.learning_rate=5e-3", "model.config.dropout=0", "generate.max_length=12"),
+        *overrides("train.steps=6", "train.eval_every=3", "logging.every_steps=3", "train.precision=auto", "train.steps_per_execution=auto",
+                   "train.learning_rate=5e-3", "model.config.dropout=0", "generate.max_length=12"),
         backend=backend,
     )
     assert process.returncode == 0, explain(process)
+    assert "precision " in process.stdout and "(auto: " in process.stdout
+    assert ("3 micro-batches per compiled call" in process.stdout) == (backend != "torch")
+    assert [entry["step"] for entry in metrics(run)] == [0, 3, 6]
     history = metrics(run)
     assert history[-1]["val_loss"] < history[0]["val_loss"] - 0.05, history
     assert history[-1]["val_perplexity"] < history[0]["val_perplexity"]

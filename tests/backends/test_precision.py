@@ -1,0 +1,33 @@
+"""`train.precision: auto`: mixed_bfloat16 where the backend computes bfloat16 natively, else float32."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from kerasboost import backend
+from kerasboost.recipe import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def restore_policy():
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("cpu_unit", ["CPU with AVX512-BF16", None])
+def test_auto_follows_the_hardware_and_is_recorded_in_the_recipe(monkeypatch, cpu_unit):
+    monkeypatch.setattr(backend, "_cpu_bfloat16_unit", lambda: cpu_unit)
+    train = TrainConfig()
+    assert train.precision == "auto"
+    shown = backend.set_precision(train)
+    # No accelerator here: the CPU decides, except under JAX, whose XLA CPU backend emulates bfloat16.
+    native = cpu_unit is not None and keras.backend.backend() != "jax"
+    assert train.precision == ("mixed_bfloat16" if native else "float32")
+    assert keras.config.dtype_policy().name == train.precision
+    assert shown.startswith(train.precision + " (auto: ") and (cpu_unit in shown if native else "no native bfloat16" in shown)
+
+
+def test_an_explicit_precision_is_kept():
+    train = TrainConfig(precision="float32")
+    assert backend.set_precision(train) == "float32" and train.precision == "float32"
