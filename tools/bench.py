@@ -225,8 +225,9 @@ def report(results: dict, names: list[str]) -> tuple[dict, str]:
                   for short in sorted({name.rsplit(" ", 1)[1] for name in kerasboost}, reverse=True) for backend in BACKENDS}
         ratios[f"best kerasboost ({best}) / best transformers ({best_hf})"] = medians[best] / medians[best_hf]
         mfu = statistics.median(row["mfu"] for row in by_system[best])
+        fed = statistics.median(row["input_ratio"] for row in by_system[best])
         summary[workload] = {"tokens_per_second": medians, "ratios": ratios, "mfu_of_best_kerasboost": mfu,
-                             "runs": {name: rows for name, rows in by_system.items()}}
+                             "input_ratio_of_best_kerasboost": fed, "runs": {name: rows for name, rows in by_system.items()}}
     header = "| system | " + " | ".join(results) + " |"
     lines = [header, "|---" * (len(results) + 1) + "|"]
     for name in names:
@@ -238,6 +239,8 @@ def report(results: dict, names: list[str]) -> tuple[dict, str]:
     lines.append("| best kerasboost / best transformers | " + " | ".join(
         f"{next(v for k, v in summary[w]['ratios'].items() if k.startswith('best')):.2f}" for w in results) + " |")
     lines.append("| MFU of the best kerasboost | " + " | ".join(f"{summary[w]['mfu_of_best_kerasboost']:.1%}" for w in results) + " |")
+    lines.append("| best kerasboost, real text / one in-memory batch | " + " | ".join(
+        f"{summary[w]['input_ratio_of_best_kerasboost']:.2f}" for w in results) + " |")
     return summary, "\n".join(lines)
 
 
