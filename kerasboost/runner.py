@@ -17,7 +17,7 @@ from typing import Optional
 import keras
 
 from kerasboost import __version__, distribute
-from kerasboost.backend import seed_everything, set_precision, versions
+from kerasboost.backend import jit_compile, seed_everything, set_precision, versions
 from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
@@ -115,7 +115,7 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             loss=task.loss,
             loss_weights=task.loss_weights,
             weighted_metrics=task.metrics,
-            jit_compile=recipe.train.jit_compile,
+            jit_compile=jit_compile(recipe.train.jit_compile),
             steps_per_execution=steps_per_execution(recipe),
         )
     return task, total_steps
@@ -175,7 +175,7 @@ def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[st
             task.model.load_weights(str(checkpoint[0] / "model.weights.h5"))
         else:
             print(f"warning: {source} holds a backbone only; the {recipe.task} head is untrained", flush=True)
-        task.model.compile(loss=task.loss, loss_weights=task.loss_weights, weighted_metrics=task.metrics, jit_compile=recipe.train.jit_compile)
+        task.model.compile(loss=task.loss, loss_weights=task.loss_weights, weighted_metrics=task.metrics, jit_compile=jit_compile(recipe.train.jit_compile))
         validation = evaluation_batches(task.batches.validation, task.batches.transform, recipe.train.batch_size, recipe.seed + 1, recipe.train.eval_batches)
         return validation_metrics(task, validation, RunLog(run_dir.logs, run_dir.metrics_file, tensorboard=False), step=0)
 

@@ -13,7 +13,7 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 # 2 layers, hidden 32, vocabulary ~1000, sequence 32: a whole run takes seconds on 2 CPU cores. float32,
 # so comparisons between runs (resume, distributed vs single device) hold to 1e-4 on any CPU;
-# `precision: auto` has its own tests (backends/test_precision.py, the causal-LM run in e2e/test_tasks.py).
+# `precision: auto` has its own tests (backends/test_speed_defaults.py, the causal-LM run in e2e/test_tasks.py).
 TINY = [
     "train.precision=float32",
     "model.config.num_layers=2",

@@ -1,4 +1,5 @@
-"""`train.precision: auto`: mixed_bfloat16 where the backend computes bfloat16 natively, else float32."""
+"""The `auto` speed settings: precision (mixed_bfloat16 where the backend computes bfloat16 natively, else
+float32) and jit_compile (Keras' choice, except TensorFlow on CPU: its graph kernels beat XLA there)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,9 @@ def test_auto_follows_the_hardware_and_is_recorded_in_the_recipe(monkeypatch, cp
 def test_an_explicit_precision_is_kept():
     train = TrainConfig(precision="float32")
     assert backend.set_precision(train) == "float32" and train.precision == "float32"
+
+
+def test_auto_jit_compile_leaves_xla_to_keras_except_tensorflow_on_cpu():
+    # This machine has no GPU or TPU (the suite runs on CPUs).
+    assert backend.jit_compile("auto") == (False if keras.backend.backend() == "tensorflow" else "auto")
+    assert backend.jit_compile(True) is True and backend.jit_compile(False) is False
