@@ -4,7 +4,8 @@ Trained WordPiece vocabularies live here (keras-hub's trainer takes ~12 s on the
 so do tokenised documents (a large corpus takes minutes to tokenise, packing and masking then take
 moments), so a rerun, a variant recipe or a resumed run skips both. The key is a SHA-256 of everything
 the result depends on; entries are written atomically. The cache sits in $KERASBOOST_CACHE_DIR, else
-$XDG_CACHE_HOME/kerasboost, else ~/.cache/kerasboost; KERASBOOST_CACHE_DIR=off turns it off. An
+$XDG_CACHE_HOME/kerasboost, else ~/.cache/kerasboost; KERASBOOST_CACHE_DIR=off turns it off. It is
+kept under $KERASBOOST_CACHE_MAX_MB (default 2048) by removing the least recently used entries. An
 unwritable or unreadable cache is skipped, never an error.
 """
 
@@ -33,6 +34,7 @@ def cached_text(kind: str, inputs: Iterable[str], build: Callable[[], str]) -> s
     """`build()`'s text, from the cache when the same `inputs` were seen before."""
     path = _entry(kind, inputs, ".txt")
     if path is not None and path.is_file():
+        _touch(path)
         return path.read_text(encoding="utf-8")
     text = build()
     _write(path, text.encode("utf-8"))
@@ -44,6 +46,7 @@ def cached_sequences(kind: str, inputs: Iterable[str], build: Callable[[], list[
     path = _entry(kind, inputs, ".npz")
     if path is not None and path.is_file():
         try:
+            _touch(path)
             with np.load(path) as stored:
                 return np.split(stored["values"], np.cumsum(stored["lengths"])[:-1])
         except (OSError, ValueError, KeyError):
@@ -77,5 +80,25 @@ def _write(path: Optional[Path], content: bytes) -> None:
         with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as handle:
             handle.write(content)
         os.replace(handle.name, path)
+        _evict(path.parent.parent, int(os.environ.get("KERASBOOST_CACHE_MAX_MB", "2048")) * 2**20)
     except OSError:
         pass
+
+
+def _touch(path: Path) -> None:
+    """Marks an entry as used now (eviction goes by modification time: access times are often not kept)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _evict(directory: Path, limit: int) -> None:
+    """Removes the least recently used entries until the cache holds at most `limit` bytes."""
+    entries = sorted((entry.stat().st_mtime, entry.stat().st_size, entry) for entry in directory.glob("*/*") if entry.is_file())
+    total = sum(size for _, size, _ in entries)
+    for _, size, entry in entries:
+        if total <= limit:
+            break
+        entry.unlink(missing_ok=True)
+        total -= size

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kerasboost.data import tokenizer
+from kerasboost.data.cache import cached_sequences
 
 DOCUMENTS = ["the quick brown fox jumps over the lazy dog", "a lazy dog sleeps all day long"] * 20
 
@@ -84,3 +85,19 @@ def test_a_damaged_entry_is_rebuilt(counted_tokenising, tmp_path):
     next((tmp_path / "tokenized").iterdir()).write_bytes(b"not an npz")
     assert [ids.tolist() for ids in tokenizer.tokenize(word_piece, ["lazy dog"])] == [ids.tolist() for ids in first]
     assert counted_tokenising == [1, 1]
+
+
+def test_the_cache_keeps_under_its_size_limit_dropping_the_least_recently_used(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERASBOOST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("KERASBOOST_CACHE_MAX_MB", "1")
+    built = []
+
+    def build(value):
+        built.append(value)
+        return [np.full(75_000, value, np.int32)]  # 300 kB: three entries fit in 1 MiB, four do not
+
+    for value in (0, 1, 2, 0, 3):  # the second 0 is read from the cache and becomes the most recently used
+        cached_sequences("test", [str(value)], lambda: build(value))
+    assert built == [0, 1, 2, 3]
+    kept = {int(np.load(entry)["values"][0]) for entry in (tmp_path / "test").iterdir()}
+    assert kept == {0, 2, 3}
