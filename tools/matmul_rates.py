@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 SHAPES = {
     "q/k/v/out 2048x256x256": ((2048, 256), (256, 256)),
@@ -27,23 +26,11 @@ SHAPES = {
 
 def rates() -> None:
     import keras
-    import numpy as np
+
+    from kerasboost.train.flops import matmul_rate
 
     for dtype in ("float32", "bfloat16"):
-        found = []
-        for name, (left, right) in SHAPES.items():
-            a, b = keras.random.normal(left, dtype=dtype, seed=0), keras.random.normal(right, dtype=dtype, seed=1)
-
-            def product():  # fetching one element waits for the whole product
-                keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[..., 0, 0], "float32"))
-
-            product()
-            best = float("inf")
-            for _ in range(10):
-                started = time.perf_counter()
-                product()
-                best = min(best, time.perf_counter() - started)
-            found.append(f"{2 * np.prod(left) * right[-1] / best / 1e12:.2f}")
+        found = [f"{matmul_rate(left, right, dtype, repeats=10) / 1e12:.2f}" for left, right in SHAPES.values()]
         print(f"| {keras.backend.backend()} | {dtype} | " + " | ".join(found) + " |", flush=True)
 
 

@@ -60,11 +60,16 @@ def logits_per_token(recipe: Recipe) -> float:
 
 def matmul_peak(dtype: str, size: int = 1024, repeats: int = 8) -> float:
     """The best FLOP/s of a (size x size) @ (size x size) matmul in `dtype` on the current backend."""
-    a = keras.random.normal((size, size), dtype=dtype, seed=0)
-    b = keras.random.normal((size, size), dtype=dtype, seed=1)
+    return matmul_rate((size, size), (size, size), dtype, repeats)
+
+
+def matmul_rate(left: tuple[int, ...], right: tuple[int, ...], dtype: str, repeats: int = 8) -> float:
+    """The best FLOP/s of a (batched) `left` @ `right` matmul in `dtype` on the current backend."""
+    a = keras.random.normal(left, dtype=dtype, seed=0)
+    b = keras.random.normal(right, dtype=dtype, seed=1)
 
     def one_matmul():  # fetching one element waits for the product (float32: numpy has no bfloat16)
-        keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
+        keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[..., 0, 0], "float32"))
 
     one_matmul()
     best = float("inf")
@@ -72,7 +77,7 @@ def matmul_peak(dtype: str, size: int = 1024, repeats: int = 8) -> float:
         started = time.perf_counter()
         one_matmul()
         best = min(best, time.perf_counter() - started)
-    return 2.0 * size**3 / best
+    return 2.0 * float(np.prod(left)) * right[-1] / best
 
 
 def compute_dtype() -> str:
