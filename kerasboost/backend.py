@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 from kerasboost.errors import InputError
-from kerasboost.recipe import BACKENDS
+from kerasboost.recipe import BACKENDS, Recipe
 
 _QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -125,6 +126,21 @@ def jit_compile(setting):
 
     has_accelerator = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
     return "auto" if has_accelerator else False
+
+
+def steps_per_execution(recipe: Recipe) -> int:
+    """Micro-batches per compiled call: `train.steps_per_execution`, or for `auto` the largest number up to
+    16 that divides both the evaluation and the logging interval (so both land between calls). PyTorch:
+    1, Keras' torch trainer runs one step per call."""
+    import keras
+
+    config = recipe.train
+    if keras.backend.backend() == "torch":
+        return 1
+    if config.steps_per_execution != "auto":
+        return config.steps_per_execution
+    interval = math.gcd(config.eval_every, recipe.logging.every_steps) * config.gradient_accumulation
+    return max(n for n in range(1, 17) if interval % n == 0)
 
 
 def _bfloat16_unit() -> Optional[str]:

@@ -21,31 +21,39 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasboost.backend import peak_memory_mib, set_precision
+from kerasboost.backend import peak_memory_mib, set_precision, steps_per_execution
 from kerasboost.data.pipeline import training_batches
 from kerasboost.data.sources import read_splits
 from kerasboost.distribute import Distributed
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
-from kerasboost.runner import build_task, steps_per_execution
+from kerasboost.runner import build_task
 from kerasboost.tasks import needs_labels
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
+from kerasboost.train.logging import MicroBatchCounter
 
-class StepTimer(keras.callbacks.Callback):
-    """When each execution ended and how many micro-batches had run by then (one epoch, so Keras'
-    `batch` is the index of the execution's last micro-batch)."""
 
-    def __init__(self):
-        super().__init__()
+class StepTimer(MicroBatchCounter):
+    """When each execution of `fit` ended and how many micro-batches (at most `limit`) had run by then."""
+
+    def __init__(self, limit: float = math.inf):
+        super().__init__(limit=limit)
         self.ends: list[tuple[float, int]] = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.ends.append((time.perf_counter(), batch + 1))
+        super().on_train_batch_end(batch, logs)
+        self.ends.append((time.perf_counter(), self.micro_batches))
 
-    def step_times(self, started: float, accumulation: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+    def step_times(self, started: float, accumulation: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Seconds of each execution (the first one includes the compilation) and its optimizer steps."""
         times, done = zip(*self.ends)
-        return np.diff([started, *times]), np.diff([0, *np.minimum(done, total)]) / accumulation
+        return np.diff([started, *times]), np.diff([0, *done]) / accumulation
+
+
+def steady_step_time(seconds: np.ndarray, steps: np.ndarray, skipped: int) -> float:
+    """Median seconds per optimizer step over the executions after the first `skipped` (the last is always kept)."""
+    skipped = min(skipped, len(seconds) - 1)
+    return float(statistics.median(np.asarray(seconds[skipped:]) / np.asarray(steps[skipped:])))
 
 
 def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
@@ -59,7 +67,8 @@ def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
         micro_batch = config.batch_size // config.gradient_accumulation
         dataset = training_batches(batches.train, batches.transform, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation)
         micro_batches = steps * config.gradient_accumulation
-        skipped = math.ceil(warmup * config.gradient_accumulation / steps_per_execution(recipe))
+        executed = steps_per_execution(recipe)
+        skipped = math.ceil(warmup * config.gradient_accumulation / executed)
         first_execution, steady = _timed_fit(task.model, dataset, micro_batches, config.gradient_accumulation, skipped)
         synthetic = dataset.take(1).cache().repeat()
         _, synthetic_steady = _timed_fit(task.model, synthetic, micro_batches, config.gradient_accumulation, skipped=1)
@@ -76,7 +85,7 @@ def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
         "optimizer_state_mib": sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables) / 2**20,
-        "steps_per_execution": steps_per_execution(recipe),
+        "steps_per_execution": executed,
         "time_to_first_step_s": float(first_execution[0] - (first_execution[1] - 1) * steady),
         "step_time_s": float(steady),
         "tokens_per_second": tokens_per_second,
@@ -93,12 +102,11 @@ def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
 def _timed_fit(model, dataset, micro_batches: int, accumulation: int, skipped: int) -> tuple[tuple[float, float], float]:
     """Trains on `micro_batches` of `dataset`: (seconds and steps of the first execution, median seconds
     per optimizer step over the executions after the first `skipped`)."""
-    timer = StepTimer()
+    timer = StepTimer(limit=micro_batches)
     started = time.perf_counter()
     model.fit(dataset, epochs=1, steps_per_epoch=micro_batches, callbacks=[timer], shuffle=False, verbose=0)
-    seconds, steps_done = timer.step_times(started, accumulation, micro_batches)
-    skipped = min(skipped, len(seconds) - 1)
-    return (float(seconds[0]), float(steps_done[0])), statistics.median(seconds[skipped:] / steps_done[skipped:])
+    seconds, steps_done = timer.step_times(started, accumulation)
+    return (float(seconds[0]), float(steps_done[0])), steady_step_time(seconds, steps_done, skipped)
 
 
 def normalise_mfu(rows: list[dict]) -> list[dict]:

@@ -17,7 +17,7 @@ from typing import Optional
 import keras
 
 from kerasboost import __version__, distribute
-from kerasboost.backend import jit_compile, seed_everything, set_precision, versions
+from kerasboost.backend import jit_compile, seed_everything, set_precision, steps_per_execution, versions
 from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
@@ -119,19 +119,6 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             steps_per_execution=steps_per_execution(recipe),
         )
     return task, total_steps
-
-
-def steps_per_execution(recipe: Recipe) -> int:
-    """Micro-batches per compiled call: `train.steps_per_execution`, or for `auto` the largest number up to
-    16 that divides both the evaluation and the logging interval (so both land between calls). PyTorch:
-    1, Keras' torch trainer runs one step per call."""
-    config = recipe.train
-    if keras.backend.backend() == "torch":
-        return 1
-    if config.steps_per_execution != "auto":
-        return config.steps_per_execution
-    interval = math.gcd(config.eval_every, recipe.logging.every_steps) * config.gradient_accumulation
-    return max(n for n in range(1, 17) if interval % n == 0)
 
 
 def _quiet_unless(primary: bool):

@@ -120,13 +120,14 @@ def child_keras_hub(workload: str, size: dict, steps: int, warmup: int, precisio
     timer = StepTimer()
     started = time.perf_counter()
     model.fit(x, data["labels"], sample_weight=ones, batch_size=size["batch"], epochs=1, shuffle=False, callbacks=[timer], verbose=0)
-    return _row(started, [end for end, _ in timer.ends], warmup, size, backend=keras.backend.backend(), precision=precision)
+    return _row(*timer.step_times(started), warmup, size, backend=keras.backend.backend(), precision=precision)
 
 
 def child_transformers(workload: str, size: dict, steps: int, warmup: int, precision: str) -> dict:
     """Hugging Face transformers in eager PyTorch (+ PEFT LoRA), AdamW, clipping 1.0; bf16 by autocast."""
     import contextlib
 
+    import numpy as np
     import peft
     import torch
     import transformers
@@ -164,13 +165,15 @@ def child_transformers(workload: str, size: dict, steps: int, warmup: int, preci
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ends.append(time.perf_counter())
-    return _row(started, ends, warmup, size, backend="torch eager", precision=precision)
+    return _row(np.diff([started, *ends]), np.ones(len(ends)), warmup, size, backend="torch eager", precision=precision)
 
 
-def _row(started: float, ends: list[float], warmup: int, size: dict, **fields) -> dict:
-    times = [end - begin for begin, end in zip([started, *ends], ends)]
-    steady = statistics.median(times[min(warmup, len(times) - 1) :])
-    return {**fields, "time_to_first_step_s": times[0], "step_time_s": steady, "tokens_per_second": size["batch"] * size["sequence"] / steady}
+def _row(seconds, steps, warmup: int, size: dict, **fields) -> dict:
+    """One system's measurement: its first step (with any compilation) and its median step after `warmup`."""
+    from kerasboost.bench import steady_step_time  # imported after the measurement: it brings in keras
+
+    steady = steady_step_time(seconds, steps, warmup)
+    return {**fields, "time_to_first_step_s": float(seconds[0]), "step_time_s": steady, "tokens_per_second": size["batch"] * size["sequence"] / steady}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,18 +54,37 @@ class RunLog:
             writer.flush()
 
 
-class StepLogger(keras.callbacks.Callback):
+class MicroBatchCounter(keras.callbacks.Callback):
+    """Counts the micro-batches trained so far, up to `limit`.
+
+    Keras calls back once per execution (`steps_per_execution` micro-batches, fewer at the end of the
+    data) with the index of the execution's last micro-batch in the epoch, so the count comes from that
+    index, not from the number of calls.
+    """
+
+    def __init__(self, first: int = 0, limit: float = math.inf):
+        super().__init__()
+        self.micro_batches = first
+        self.limit = limit
+        self._epoch_start = first
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.micro_batches
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.micro_batches = min(self._epoch_start + batch + 1, self.limit)
+
+
+class StepLogger(MicroBatchCounter):
     """Counts optimizer steps; every `every` steps logs train loss, perplexity, learning rate, tokens/s,
     model TFLOP/s and MFU (`speed`, see train/flops.py).
 
-    Keras calls back once per execution (`steps_per_execution` micro-batches, fewer at the end of the
-    data) with the index of its last micro-batch in the epoch, so steps are counted from that index and
-    logged when an execution crosses a multiple of `every`. Stops training at `last_step`, which may fall
+    Logs when an execution crosses a multiple of `every`. Stops training at `last_step`, which may fall
     inside an evaluation period. `mean` averages the loss over the processes of a distributed run.
     """
 
     def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int, speed, mean=float):
-        super().__init__()
+        super().__init__(first_step * accumulation, last_step * accumulation)
         self.speed = speed
         self.mean = mean  # the train loss averaged over replicas (each process sees its own)
         self.log = log
@@ -75,27 +94,22 @@ class StepLogger(keras.callbacks.Callback):
         self.every = every
         self.step = first_step
         self.last_step = last_step
-        self._micro_batches = first_step * accumulation
-        self._epoch_start = self._micro_batches
         self._mark = (0.0, 0)
 
     def on_train_begin(self, logs=None):
-        self._mark = (time.perf_counter(), self._micro_batches)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self._micro_batches
+        self._mark = (time.perf_counter(), self.micro_batches)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._micro_batches = min(self._epoch_start + batch + 1, self.last_step * self.accumulation)
-        previous, self.step = self.step, self._micro_batches // self.accumulation
+        super().on_train_batch_end(batch, logs)
+        previous, self.step = self.step, self.micro_batches // self.accumulation
         if self.step >= self.last_step:
             self.model.stop_training = True
         if self.step // self.every == previous // self.every:
             return
         now = time.perf_counter()
         since, batches_then = self._mark
-        tokens_per_second = (self._micro_batches - batches_then) * self.tokens_per_batch / max(now - since, 1e-9)
-        self._mark = (now, self._micro_batches)
+        tokens_per_second = (self.micro_batches - batches_then) * self.tokens_per_batch / max(now - since, 1e-9)
+        self._mark = (now, self.micro_batches)
         loss = self.mean(float(logs["loss"]))
         self.log.scalars(
             "train",

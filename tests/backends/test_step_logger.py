@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasboost.bench import StepTimer, steady_step_time
 from kerasboost.recipe import Recipe
-from kerasboost.runner import steps_per_execution
+from kerasboost.backend import steps_per_execution
 from kerasboost.train.flops import Speed
 from kerasboost.train.logging import StepLogger
 
@@ -50,3 +53,24 @@ def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
 def test_auto_steps_per_execution_keeps_evaluations_and_logs_between_calls(train, every, expected):
     recipe = Recipe.model_validate({"train": train, "logging": {"every_steps": every}})
     assert steps_per_execution(recipe) == (1 if keras.backend.backend() == "torch" else expected)
+
+
+def test_bench_timer_counts_the_micro_batches_of_each_execution():
+    recipe = Recipe.model_validate({"train": {"steps_per_execution": 3, "eval_every": 6}})
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", steps_per_execution=steps_per_execution(recipe))
+    data = tf.data.Dataset.from_tensor_slices((np.ones((10, 4), "float32"), np.ones((10, 1), "float32"))).batch(1)
+    timer = StepTimer(limit=10)
+    started = time.perf_counter()
+    model.fit(data, epochs=1, steps_per_epoch=10, callbacks=[timer], shuffle=False, verbose=0)
+    seconds, steps = timer.step_times(started, accumulation=2)
+    assert (seconds > 0).all()
+    expected = [0.5] * 10 if steps_per_execution(recipe) == 1 else [1.5, 1.5, 1.5, 0.5]  # the last call is cut short
+    assert steps.tolist() == expected
+
+
+def test_steady_step_time_is_the_median_per_step_after_the_skipped_executions():
+    seconds, steps = np.array([9.0, 2.0, 3.0, 0.4]), np.array([1.0, 2.0, 3.0, 1.0])
+    assert steady_step_time(seconds, steps, skipped=1) == 1.0  # median of 1.0, 1.0 and 0.4
+    assert steady_step_time(seconds, steps, skipped=0) == 1.0
+    assert steady_step_time(seconds, steps, skipped=9) == pytest.approx(0.4)  # the last execution is always kept
