@@ -21,6 +21,7 @@ from kerasboost.backend import jit_compile, seed_everything, set_precision, step
 from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
+from kerasboost.models.dropout import pack_dropouts
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
@@ -109,6 +110,7 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             report = _add_adapters(task, recipe)
             for line in report.lines():
                 print(line, flush=True)
+        pack_dropouts(task.model)
         total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
         task.model.compile(
             optimizer=build_optimizer(recipe.train, total_steps),

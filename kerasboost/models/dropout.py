@@ -1,0 +1,46 @@
+"""Dropout that draws one random number for every two elements.
+
+Keras' dropout draws a float per element; on CPUs that draw is most of dropout's cost, and dropout
+(after the embeddings, on the attention probabilities, after attention and after the feed-forward
+block) is one of the largest non-matmul costs of a BERT or GPT-2 step. `PackedDropout` draws one 30-bit
+integer per pair of elements and compares each 15-bit half with `round(rate * 2**15)`: half the random
+numbers, the same mask distribution up to a rate rounded to 1/32768 (fused attention kernels such as
+FlashAttention round theirs to 1/256). Kept elements are scaled by the inverse of the exact keep
+probability, so the expected output equals the input. Measured in README's Performance section.
+
+`pack_dropouts` swaps the class of a built model's plain `keras.layers.Dropout` layers (keras-hub's and
+our heads'): no variable, weight path or config changes, so checkpoints and presets are unaffected.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+_FIELD_BITS = 15
+_FIELDS = 2**_FIELD_BITS
+
+
+class PackedDropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` with two mask entries per random draw (see the module docstring)."""
+
+    def call(self, inputs, training=False):
+        width = inputs.shape[-1]
+        if not training or self.rate == 0 or self.noise_shape is not None or width is None:
+            return super().call(inputs, training=training)
+        threshold = round(self.rate * _FIELDS)
+        draws = keras.random.randint((*ops.shape(inputs)[:-1], (width + 1) // 2), 0, 2 ** (2 * _FIELD_BITS), dtype="int32", seed=self.seed_generator)
+        fields = ops.concatenate([ops.bitwise_and(draws, _FIELDS - 1), ops.right_shift(draws, _FIELD_BITS)], axis=-1)
+        keep = ops.greater_equal(fields[..., :width], threshold)
+        scale = ops.cast(_FIELDS / (_FIELDS - threshold), inputs.dtype)
+        return ops.where(keep, inputs * scale, ops.zeros_like(inputs))
+
+
+def pack_dropouts(model: keras.Model) -> int:
+    """Turns every plain `keras.layers.Dropout` inside `model` into a `PackedDropout`; returns how many."""
+    swapped = 0
+    for layer in model._flatten_layers(include_self=False):
+        if type(layer) is keras.layers.Dropout:
+            layer.__class__ = PackedDropout
+            swapped += 1
+    return swapped
