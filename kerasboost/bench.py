@@ -7,7 +7,9 @@ the process's peak memory, and the optimizer state's size (it grows with the tra
 
 Then the same compiled step runs as many steps again on one pre-made batch held in memory (synthetic
 input: no gathering, masking or host work): the ratio of the two rates says whether the input pipeline
-keeps the model fed (1.0: it costs nothing).
+keeps the model fed (1.0: it costs nothing). With `profile`, a last stretch of up to 10 steps on the real
+pipeline runs under the backend's profiler (kerasboost/profiling.py): a trace to open in TensorBoard and
+the operations that took the most time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import keras
 import numpy as np
@@ -25,6 +28,7 @@ from kerasboost.backend import peak_memory_mib, set_precision, steps_per_executi
 from kerasboost.data.pipeline import training_batches
 from kerasboost.data.sources import read_splits
 from kerasboost.distribute import Distributed
+from kerasboost.profiling import profile_trace
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.runner import build_task
@@ -56,8 +60,9 @@ def steady_step_time(seconds: np.ndarray, steps: np.ndarray, skipped: int) -> fl
     return float(statistics.median(np.asarray(seconds[skipped:]) / np.asarray(steps[skipped:])))
 
 
-def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
-    """Trains `steps` optimizer steps of `recipe` and returns the measurements (see the module docstring)."""
+def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Optional[Path] = None, top: int = 15) -> dict:
+    """Trains `steps` optimizer steps of `recipe` and returns the measurements (see the module docstring);
+    with `profile`, also a profiler trace written there and the `top` operations by time."""
     set_precision(recipe.train)
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
     config = recipe.train
@@ -72,6 +77,7 @@ def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
         first_execution, steady = _timed_fit(task.model, dataset, micro_batches, config.gradient_accumulation, skipped)
         synthetic = dataset.take(1).cache().repeat()
         _, synthetic_steady = _timed_fit(task.model, synthetic, micro_batches, config.gradient_accumulation, skipped=1)
+        profiled = _profiled_fit(task.model, dataset, min(steps, 10), config.gradient_accumulation, profile, top) if profile else {}
     tokens_per_second = config.batch_size * batches.tokens_per_example / steady
     speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype(), size=2048))
     model = task.model
@@ -96,6 +102,7 @@ def benchmark(recipe: Recipe, steps: int, warmup: int) -> dict:
         "peak_tflops": speed.peak_flops / 1e12,
         "mfu": speed.mfu(tokens_per_second),
         "peak_memory_mib": peak_memory_mib(),
+        **profiled,
     }
 
 
@@ -107,6 +114,20 @@ def _timed_fit(model, dataset, micro_batches: int, accumulation: int, skipped: i
     model.fit(dataset, epochs=1, steps_per_epoch=micro_batches, callbacks=[timer], shuffle=False, verbose=0)
     seconds, steps_done = timer.step_times(started, accumulation)
     return (float(seconds[0]), float(steps_done[0])), steady_step_time(seconds, steps_done, skipped)
+
+
+def _profiled_fit(model, dataset, steps: int, accumulation: int, directory: Path, top: int) -> dict:
+    """`steps` more optimizer steps under the backend's profiler: where the trace is and its top operations."""
+    with profile_trace(directory) as times:
+        model.fit(dataset, epochs=1, steps_per_epoch=steps * accumulation, shuffle=False, verbose=0)
+    return {"profile_dir": str(directory), "top_ops": times.top(top, steps)}
+
+
+def format_profile(row: dict) -> str:
+    """The operations of a profiled `benchmark` row that took the most time, as markdown."""
+    lines = [f"{row['backend']} {row['precision']}: trace in {row['profile_dir']}", "", "| operation | ms per step | share |", "|---|---|---|"]
+    lines += [f"| {op['op']} | {op['ms_per_step']:,.2f} | {op['share']:.1%} |" for op in row["top_ops"]]
+    return "\n".join(lines)
 
 
 def normalise_mfu(rows: list[dict]) -> list[dict]:

@@ -75,7 +75,10 @@ def run(ctx: click.Context, recipe: str, overrides: tuple[str, ...], backend: st
 @click.option("--backends", help="Comma-separated backends, each measured in its own process, e.g. jax,tensorflow,torch.")
 @click.option("--quick", is_flag=True, help="A tiny model and 3 steps: checks the tool, measures nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def bench(recipe: str, overrides: tuple[str, ...], steps: int, warmup: int, backend: str | None, backends: str | None, quick: bool, as_json: bool) -> None:
+@click.option("--profile", type=click.Path(file_okay=False), help="Also profile up to 10 steps with the backend's profiler: "
+              "a trace under DIR/<backend> (TensorBoard) and the operations that took the most time.")
+def bench(recipe: str, overrides: tuple[str, ...], steps: int, warmup: int, backend: str | None, backends: str | None, quick: bool, as_json: bool,
+          profile: str | None) -> None:
     """Measure how fast RECIPE trains here: tokens/s, step time, compile time, MFU and memory."""
     from kerasboost.backend import resolve_backend
 
@@ -88,30 +91,35 @@ def bench(recipe: str, overrides: tuple[str, ...], steps: int, warmup: int, back
     if unknown:
         raise InputError(f"--backends: unknown backend '{unknown[0]}' (choose from {', '.join(BACKENDS)})")
     if len(chosen) == 1:
-        rows = [_bench_here(loaded, chosen[0], steps, warmup)]
+        rows = [_bench_here(loaded, chosen[0], steps, warmup, profile)]
     else:
-        rows = [_bench_in_process(recipe, overrides, name, steps, warmup) for name in chosen]
-    from kerasboost.bench import format_table, normalise_mfu
+        rows = [_bench_in_process(recipe, overrides, name, steps, warmup, profile) for name in chosen]
+    from kerasboost.bench import format_profile, format_table, normalise_mfu
 
     rows = normalise_mfu(rows)
-    click.echo(json.dumps(rows) if as_json else format_table(rows))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows if profile else []:
+        click.echo(format_profile(row) + "\n")
+    click.echo(format_table(rows))
 
 
-def _bench_here(recipe, backend: str, steps: int, warmup: int) -> dict:
+def _bench_here(recipe, backend: str, steps: int, warmup: int, profile: str | None) -> dict:
     from kerasboost.backend import select_backend
 
     select_backend(backend)
     from kerasboost.bench import benchmark
 
-    return benchmark(recipe, steps, warmup)
+    return benchmark(recipe, steps, warmup, Path(profile) / backend if profile else None)
 
 
-def _bench_in_process(recipe: str, overrides, backend: str, steps: int, warmup: int) -> dict:
+def _bench_in_process(recipe: str, overrides, backend: str, steps: int, warmup: int, profile: str | None) -> dict:
     """One backend in a fresh interpreter (keras fixes its backend at import); its JSON row back."""
     import subprocess
 
     args = [sys.executable, "-m", "kerasboost", "bench", recipe, *_set_args(overrides)]
-    args += ["--steps", str(steps), "--warmup", str(warmup), "--backend", backend, "--json"]
+    args += ["--steps", str(steps), "--warmup", str(warmup), "--backend", backend, "--json", *(["--profile", profile] if profile else [])]
     process = subprocess.run(args, capture_output=True, text=True)
     if process.returncode != 0:
         lines = process.stderr.strip().splitlines() or ["(no output)"]

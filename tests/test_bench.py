@@ -15,22 +15,39 @@ NUMBERS = ("time_to_first_step_s", "step_time_s", "tokens_per_second", "flops_pe
            "synthetic_tokens_per_second", "input_ratio")
 
 
-def test_kerasboost_bench_reports_every_backend():
-    process = kerasboost("bench", "recipes/lora_mlm.yaml", "--quick", "--backends", "jax,torch", "--set", "train.precision=float32", "--json")
+def test_kerasboost_bench_reports_every_backend(tmp_path):
+    process = kerasboost("bench", "recipes/lora_mlm.yaml", "--quick", "--backends", "jax,torch", "--set", "train.precision=float32", "--json",
+                         "--profile", str(tmp_path))
     assert process.returncode == 0, explain(process)
     rows = json.loads(process.stdout.strip().splitlines()[-1])
     assert [row["backend"] for row in rows] == ["jax", "torch"]
     for row in rows:
         assert all(row[key] > 0 for key in NUMBERS), row
         assert row["steps"] == 3 and row["trainable_parameters"] < row["parameters"]
+        assert_profiled(row, tmp_path / row["backend"])
     assert rows[0]["peak_tflops"] == rows[1]["peak_tflops"]  # one device peak per precision
     # bfloat16 on TensorFlow: the matmul peak (also measured by every training run) must handle it; two
     # micro-batches per execution: the last of the 3 steps runs alone.
     table = kerasboost("bench", "recipes/mlm.yaml", "--quick", "--backend", "tensorflow", "--set", "train.precision=mixed_bfloat16",
-                       "--set", "train.steps_per_execution=2")
+                       "--set", "train.steps_per_execution=2", "--profile", str(tmp_path))
     assert table.returncode == 0, explain(table)
-    assert table.stdout.splitlines()[-3].startswith("| backend | precision | tokens/s |")
-    assert table.stdout.splitlines()[-1].startswith("| tensorflow | mixed_bfloat16 |")
+    lines = table.stdout.splitlines()
+    assert lines[-3].startswith("| backend | precision | tokens/s |")
+    assert lines[-1].startswith("| tensorflow | mixed_bfloat16 |")
+    assert f"tensorflow mixed_bfloat16: trace in {tmp_path / 'tensorflow'}" in lines
+    assert "| _MklMatMul |" in table.stdout or "| MatMul |" in table.stdout  # TensorFlow's kernels, by type
+
+
+def assert_profiled(row: dict, directory):
+    """A trace the backend's viewer reads, and its operations ranked by time (XLA's or ATen's)."""
+    assert row["profile_dir"] == str(directory)
+    assert list(directory.rglob("*.xplane.pb" if row["backend"] != "torch" else "*.pt.trace.json"))
+    ops = row["top_ops"]
+    assert 5 <= len(ops) <= 15 and all(op["ms_per_step"] > 0 and 0 < op["share"] <= 1 for op in ops)
+    assert [op["ms_per_step"] for op in ops] == sorted((op["ms_per_step"] for op in ops), reverse=True)
+    expected = "aten::" if row["backend"] == "torch" else ""
+    assert all(op["op"].startswith(expected) and "::" not in op["op"].removeprefix("aten::") for op in ops)
+    assert any(name in op["op"] for op in ops for name in ("mm", "dot", "ynn_fusion")), ops  # the matmuls are there
 
 
 def test_bench_tool_compares_every_system(tmp_path):
