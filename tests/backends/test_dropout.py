@@ -27,6 +27,12 @@ def test_drops_the_rate_and_keeps_the_expected_value(rate, width):
     assert not np.array_equal(other == 0, y == 0)  # a fresh mask on every call
 
 
+@pytest.mark.parametrize("rate, dropped", [(1.0, 1.0), (0.99999, 1.0), (0.00001, 0.0)])
+def test_rates_that_round_to_nothing_or_everything_follow_keras(rate, dropped):
+    y = keras.ops.convert_to_numpy(PackedDropout(rate, seed=0)(np.ones((8, 16), "float32"), training=True))
+    assert np.isfinite(y).all() and abs((y == 0).mean() - dropped) < 0.01
+
+
 def test_both_halves_of_a_draw_are_used_independently():
     y = keras.ops.convert_to_numpy(PackedDropout(0.5, seed=0)(np.ones((4000, 2), "float32"), training=True))
     both = ((y[:, 0] == 0) & (y[:, 1] == 0)).mean()
