@@ -115,9 +115,10 @@ def set_precision(train) -> str:
 def jit_compile(setting):
     """`train.jit_compile` for `compile`; `auto` leaves the choice to Keras (XLA wherever the model allows)
     except under TensorFlow without a GPU or TPU, where TensorFlow's own graph kernels (oneDNN, with
-    AVX512-BF16 where the CPU has it) train faster than XLA's CPU backend: measured with
-    `kerasboost bench` on the issue's BERT and GPT-2 workloads, +8 % in float32 and +27-44 % in
-    mixed_bfloat16. JAX always compiles with XLA; PyTorch stays eager (torch.compile was slower here)."""
+    AVX512-BF16 where the CPU has it) train faster than XLA's CPU backend, with the feed-forward GELU
+    alone compiled by XLA (models/fused_gelu.py): measured with `kerasboost bench` on the issue's BERT
+    and GPT-2 workloads, +3-14 % in float32 (5 of 5 pairs) and +27-44 % in mixed_bfloat16. JAX always
+    compiles with XLA; PyTorch stays eager (torch.compile was slower here)."""
     import keras
 
     if setting != "auto" or keras.backend.backend() != "tensorflow":

@@ -22,6 +22,7 @@ from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
 from kerasboost.models.dropout import pack_dropouts
+from kerasboost.models.fused_gelu import fuse_gelus
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
@@ -111,13 +112,15 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             for line in report.lines():
                 print(line, flush=True)
         pack_dropouts(task.model)
+        compiled = jit_compile(recipe.train.jit_compile)
+        fuse_gelus(task.model, graph_mode=recipe.train.jit_compile == "auto" and compiled is False)
         total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
         task.model.compile(
             optimizer=build_optimizer(recipe.train, total_steps),
             loss=task.loss,
             loss_weights=task.loss_weights,
             weighted_metrics=task.metrics,
-            jit_compile=jit_compile(recipe.train.jit_compile),
+            jit_compile=compiled,
             steps_per_execution=steps_per_execution(recipe),
         )
     return task, total_steps

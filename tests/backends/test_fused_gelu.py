@@ -1,0 +1,81 @@
+"""The fused GELU: keras-hub's tanh-GELU and its gradient, swapped in only under TensorFlow's graph mode."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kerasboost.models.backbone import build_backbone
+from kerasboost.models.fused_gelu import fuse_gelus, fused_gelu
+from kerasboost.models.mlm import build_mlm_model
+from kerasboost.recipe import ModelConfig
+
+TENSORFLOW = keras.backend.backend() == "tensorflow"
+
+
+def _tiny_mlm() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    config = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.0, max_sequence_length=16))
+    return build_mlm_model(build_backbone(config, 200))
+
+
+def _mlm_inputs() -> dict:
+    ids = np.random.default_rng(0).integers(5, 200, (4, 16)).astype("int32")
+    return {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids),
+            "mask_positions": np.tile(np.arange(3, dtype="int32"), (4, 1))}
+
+
+def _value_and_gradient(gelu, x, upstream) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = gelu(x)
+    return [tf.cast(t, tf.float64).numpy() for t in (y, tape.gradient(y, x, output_gradients=upstream))]
+
+
+@pytest.mark.skipif(not TENSORFLOW, reason="the fused GELU is a TensorFlow graph-mode kernel")
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 2e-5), ("bfloat16", 1e-2)])
+def test_values_and_gradient_match_the_tanh_gelu_in_float64(dtype, tolerance):
+    import tensorflow as tf
+
+    x = tf.cast(tf.linspace(-8.0, 8.0, 4001), dtype)
+    upstream = tf.cast(tf.random.stateless_normal((4001,), seed=(1, 2)), dtype)
+    assert fused_gelu()(x).dtype == x.dtype
+    reference = _value_and_gradient(lambda v: tf.nn.gelu(v, approximate=True), tf.cast(x, tf.float64), tf.cast(upstream, tf.float64))
+    fused = _value_and_gradient(fused_gelu(), x, upstream)
+    keras_own = _value_and_gradient(lambda v: keras.activations.gelu(v, approximate=True), x, upstream)
+    for ours, theirs, exact in zip(fused, keras_own, reference):
+        assert np.allclose(ours, exact, rtol=tolerance, atol=tolerance)
+        if dtype == "bfloat16":  # computed in float32 inside: more exact than Keras' bfloat16 arithmetic
+            assert np.abs(ours - exact).max() <= np.abs(theirs - exact).max()
+
+
+def test_swaps_the_feed_forward_gelus_only_under_tensorflow_graph_mode():
+    model = _tiny_mlm()
+    paths = [variable.path for variable in model.weights]
+    assert fuse_gelus(model, graph_mode=False) == 0
+    swapped = fuse_gelus(model, graph_mode=True)
+    dense = [layer for layer in model._flatten_layers() if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))]
+    fused = [layer for layer in dense if layer.activation is fused_gelu()] if TENSORFLOW else []
+    assert swapped == len(fused) == (2 if TENSORFLOW else 0)  # a feed-forward layer per transformer layer
+    assert all(layer.name.startswith("feedforward_intermediate_dense") for layer in fused)
+    assert any(layer.activation is keras.activations.gelu for layer in dense)  # the MLM head's exact GELU stays
+    encoders = [layer for layer in model._flatten_layers() if type(layer).__name__ == "TransformerEncoder"]
+    assert all(encoder.get_config()["activation"] == encoders[0].get_config()["activation"] for encoder in encoders)
+    assert "gelu_approximate" in str(encoders[0].get_config()["activation"])  # configs and presets unchanged
+    assert [variable.path for variable in model.weights] == paths
+
+
+def test_a_model_with_fused_gelus_computes_and_trains_as_before():
+    x = _mlm_inputs()
+    plain, fused = _tiny_mlm(), _tiny_mlm()
+    fuse_gelus(fused, graph_mode=True)
+    assert np.allclose(keras.ops.convert_to_numpy(fused(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
+    results = []
+    for model in (plain, fused):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+        results.append(model.fit(x, x["token_ids"][:, :3], batch_size=4, epochs=3, verbose=0).history["loss"])
+    assert np.allclose(results[0], results[1], rtol=1e-4)
+    assert results[1][-1] < results[1][0]
