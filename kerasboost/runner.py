@@ -111,9 +111,11 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             report = _add_adapters(task, recipe)
             for line in report.lines():
                 print(line, flush=True)
-        pack_dropouts(task.model)
         compiled = jit_compile(recipe.train.jit_compile)
-        fuse_gelus(task.model, graph_mode=recipe.train.jit_compile == "auto" and compiled is False)
+        graph_mode = recipe.train.jit_compile == "auto" and compiled is False
+        kernels = {"dropout layers use PackedDropout": pack_dropouts(task.model), "GELUs run as XLA kernels": fuse_gelus(task.model, graph_mode)}
+        if any(kernels.values()):
+            print("kernels: " + " · ".join(f"{count} {what}" for what, count in kernels.items() if count), flush=True)
         total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
         task.model.compile(
             optimizer=build_optimizer(recipe.train, total_steps),

@@ -49,6 +49,8 @@ def test_run_reports_backend_and_versions(finished_run):
     assert f"backend {backend}" in process.stdout
     assert "keras 3." in process.stdout and "keras-hub 0." in process.stdout
     assert "tensorboard --logdir" in process.stdout
+    assert "dropout layers use PackedDropout" in process.stdout
+    assert ("2 GELUs run as XLA kernels" in process.stdout) == (backend == "tensorflow")
     assert "oneDNN" not in process.stderr and "cuda" not in process.stderr.lower(), process.stderr
 
 
