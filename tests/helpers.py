@@ -1,4 +1,5 @@
-"""Shared test helpers: tiny-model overrides and running the CLI in a subprocess on a chosen backend."""
+"""Shared test helpers: tiny-model overrides, running the CLI in a subprocess on a chosen backend, and (for
+the per-backend tests, which import keras) a tiny BERT masked-LM with a batch for it."""
 
 from __future__ import annotations
 
@@ -69,3 +70,27 @@ def python(code: str, backend: str, *args: str, timeout: int = 300) -> subproces
 
 def explain(process: subprocess.CompletedProcess) -> str:
     return f"exit {process.returncode}\n--- stdout ---\n{process.stdout[-4000:]}\n--- stderr ---\n{process.stderr[-4000:]}"
+
+
+def tiny_bert_mlm(dropout: float, vocabulary: int = 200, sequence: int = 16):
+    """A seeded 2-layer, hidden-32 keras-hub BERT with our MLM head; imports keras, so call it only where the
+    backend is already chosen (tests/backends)."""
+    import keras
+
+    from kerasboost.models.backbone import build_backbone
+    from kerasboost.models.mlm import build_mlm_model
+    from kerasboost.recipe import ModelConfig
+
+    keras.utils.set_random_seed(0)
+    config = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=dropout, max_sequence_length=sequence))
+    return build_mlm_model(build_backbone(config, vocabulary))
+
+
+def mlm_batch(rows: int, vocabulary: int = 200, sequence: int = 16, masked: int = 3):
+    """Random token ids for `tiny_bert_mlm` with the first `masked` positions to predict: (inputs, labels)."""
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(5, vocabulary, (rows, sequence)).astype("int32")
+    inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids),
+              "mask_positions": np.tile(np.arange(masked, dtype="int32"), (rows, 1))}
+    return inputs, ids[:, :masked]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import mlm_batch, tiny_bert_mlm
 
-from kerasboost.models.backbone import build_backbone
 from kerasboost.models.dropout import PackedDropout, pack_dropouts
-from kerasboost.models.mlm import build_mlm_model
-from kerasboost.recipe import ModelConfig
 
 
 @pytest.mark.parametrize("rate, width", [(0.1, 128), (0.5, 33), (0.25, 1)])
@@ -40,18 +38,13 @@ def test_both_halves_of_a_draw_are_used_independently():
 
 
 def test_pack_dropouts_swaps_every_keras_dropout_of_a_built_model_and_it_still_trains():
-    keras.utils.set_random_seed(0)
-    config = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.1, max_sequence_length=16))
-    model = build_mlm_model(build_backbone(config, 200))
+    model = tiny_bert_mlm(dropout=0.1)
     paths = [variable.path for variable in model.weights]
     plain = [layer for layer in model._flatten_layers() if type(layer) is keras.layers.Dropout]
     assert pack_dropouts(model) == len(plain) >= 5  # embeddings, and per layer attention, after attention, after FFN
     assert all(type(layer) is PackedDropout for layer in plain)
     assert [variable.path for variable in model.weights] == paths
-    rng = np.random.default_rng(0)
-    ids = rng.integers(5, 200, (8, 16)).astype("int32")
-    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids),
-         "mask_positions": np.tile(np.arange(3, dtype="int32"), (8, 1))}
+    x, labels = mlm_batch(rows=8)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(x, ids[:, :3], batch_size=4, epochs=3, verbose=0)
+    history = model.fit(x, labels, batch_size=4, epochs=3, verbose=0)
     assert np.isfinite(history.history["loss"]).all() and history.history["loss"][-1] < history.history["loss"][0]

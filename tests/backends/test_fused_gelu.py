@@ -5,25 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import mlm_batch, tiny_bert_mlm
 
-from kerasboost.models.backbone import build_backbone
 from kerasboost.models.fused_gelu import fuse_gelus, fused_gelu
-from kerasboost.models.mlm import build_mlm_model
-from kerasboost.recipe import ModelConfig
 
 TENSORFLOW = keras.backend.backend() == "tensorflow"
-
-
-def _tiny_mlm() -> keras.Model:
-    keras.utils.set_random_seed(0)
-    config = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.0, max_sequence_length=16))
-    return build_mlm_model(build_backbone(config, 200))
-
-
-def _mlm_inputs() -> dict:
-    ids = np.random.default_rng(0).integers(5, 200, (4, 16)).astype("int32")
-    return {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids),
-            "mask_positions": np.tile(np.arange(3, dtype="int32"), (4, 1))}
 
 
 def _value_and_gradient(gelu, x, upstream) -> list[np.ndarray]:
@@ -53,7 +39,7 @@ def test_values_and_gradient_match_the_tanh_gelu_in_float64(dtype, tolerance):
 
 
 def test_swaps_the_feed_forward_gelus_only_under_tensorflow_graph_mode():
-    model = _tiny_mlm()
+    model = tiny_bert_mlm(dropout=0.0)
     paths = [variable.path for variable in model.weights]
     assert fuse_gelus(model, graph_mode=False) == 0
     swapped = fuse_gelus(model, graph_mode=True)
@@ -69,13 +55,13 @@ def test_swaps_the_feed_forward_gelus_only_under_tensorflow_graph_mode():
 
 
 def test_a_model_with_fused_gelus_computes_and_trains_as_before():
-    x = _mlm_inputs()
-    plain, fused = _tiny_mlm(), _tiny_mlm()
+    x, labels = mlm_batch(rows=4)
+    plain, fused = tiny_bert_mlm(dropout=0.0), tiny_bert_mlm(dropout=0.0)
     fuse_gelus(fused, graph_mode=True)
     assert np.allclose(keras.ops.convert_to_numpy(fused(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
     results = []
     for model in (plain, fused):
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
-        results.append(model.fit(x, x["token_ids"][:, :3], batch_size=4, epochs=3, verbose=0).history["loss"])
+        results.append(model.fit(x, labels, batch_size=4, epochs=3, verbose=0).history["loss"])
     assert np.allclose(results[0], results[1], rtol=1e-4)
     assert results[1][-1] < results[1][0]

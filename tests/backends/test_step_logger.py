@@ -27,14 +27,19 @@ class Recorded:
         self.steps.append(step)
 
 
-def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
-    recipe = Recipe.model_validate({"train": {"steps_per_execution": 3, "eval_every": 6}})
-    executed = steps_per_execution(recipe)
-    assert executed == (1 if keras.backend.backend() == "torch" else 3)  # Keras' torch trainer runs one per call
+def _three_micro_batches_per_call():
+    """A one-layer model compiled with `train.steps_per_execution: 3` (as resolved on this backend), exactly 10
+    micro-batches of data, and the resolved steps per execution."""
+    executed = steps_per_execution(Recipe.model_validate({"train": {"steps_per_execution": 3, "eval_every": 6}}))
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", steps_per_execution=executed)
-    x, y = np.ones((10, 4), "float32"), np.ones((10, 1), "float32")
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(1)  # exactly 10 micro-batches: the run's 10 steps
+    data = tf.data.Dataset.from_tensor_slices((np.ones((10, 4), "float32"), np.ones((10, 1), "float32"))).batch(1)
+    return model, data, executed
+
+
+def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
+    model, data, executed = _three_micro_batches_per_call()
+    assert executed == (1 if keras.backend.backend() == "torch" else 3)  # Keras' torch trainer runs one per call
     log = Recorded()
     logger = StepLogger(log, lambda step: 0.1, first_step=0, accumulation=1, tokens_per_batch=4, every=2, last_step=10, speed=Speed(1.0, 1.0))
     model.fit(data, epochs=2, steps_per_epoch=6, callbacks=[logger], shuffle=False, verbose=0)
@@ -56,16 +61,13 @@ def test_auto_steps_per_execution_keeps_evaluations_and_logs_between_calls(train
 
 
 def test_bench_timer_counts_the_micro_batches_of_each_execution():
-    recipe = Recipe.model_validate({"train": {"steps_per_execution": 3, "eval_every": 6}})
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", steps_per_execution=steps_per_execution(recipe))
-    data = tf.data.Dataset.from_tensor_slices((np.ones((10, 4), "float32"), np.ones((10, 1), "float32"))).batch(1)
+    model, data, executed = _three_micro_batches_per_call()
     timer = StepTimer(limit=10)
     started = time.perf_counter()
     model.fit(data, epochs=1, steps_per_epoch=10, callbacks=[timer], shuffle=False, verbose=0)
     seconds, steps = timer.step_times(started, accumulation=2)
     assert (seconds > 0).all()
-    expected = [0.5] * 10 if steps_per_execution(recipe) == 1 else [1.5, 1.5, 1.5, 0.5]  # the last call is cut short
+    expected = [0.5] * 10 if executed == 1 else [1.5, 1.5, 1.5, 0.5]  # the last call is cut short
     assert steps.tolist() == expected
 
 
