@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from kerasboost.recipe import TrainConfig
+from kerasboost.train.fused_adamw import FusedAdamW
 
 
 @keras.saving.register_keras_serializable(package="kerasboost")
@@ -39,8 +40,9 @@ def build_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
 
 
 def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.AdamW:
-    """AdamW on `WarmupDecay`; `total_steps` counts optimizer updates, not micro-batches."""
-    optimizer = keras.optimizers.AdamW(
+    """AdamW on `WarmupDecay`; `total_steps` counts optimizer updates, not micro-batches. On TensorFlow,
+    `FusedAdamW` (TensorFlow's Adam kernel, sparse gradients summed first); elsewhere Keras' own."""
+    optimizer = (FusedAdamW if keras.backend.backend() == "tensorflow" else keras.optimizers.AdamW)(
         learning_rate=build_schedule(config, total_steps),
         weight_decay=config.weight_decay,
         beta_1=config.beta_1,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kerasboost.recipe import TrainConfig
+from kerasboost.train.fused_adamw import FusedAdamW
 from kerasboost.train.optimizer import WarmupDecay, build_optimizer
 
 
@@ -41,3 +42,13 @@ def test_layer_norm_and_biases_get_no_weight_decay():
     assert np.allclose(after["kernel"], 1 - 0.1 * 0.5)  # decayed: w -= lr * wd * w
     for name in ("bias", "gamma", "beta"):
         assert np.allclose(after[name], 1.0), name
+
+
+def test_tensorflow_gets_its_fused_adam_kernel():
+    """TensorFlow trains with FusedAdamW (tested in test_fused_adamw.py); JAX and PyTorch with Keras' AdamW."""
+    tensorflow = keras.backend.backend() == "tensorflow"
+    optimizer = build_optimizer(TrainConfig(), 10)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and isinstance(optimizer, FusedAdamW) == tensorflow
+    if not tensorflow:
+        with pytest.raises(ValueError, match="ApplyAdam"):
+            FusedAdamW()
