@@ -23,6 +23,7 @@ from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
 from kerasboost.models.dropout import pack_dropouts
 from kerasboost.models.fused_gelu import fuse_gelus
+from kerasboost.models.layer_norm import use_closed_form_layer_norms
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
@@ -113,7 +114,11 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
                 print(line, flush=True)
         compiled = jit_compile(recipe.train.jit_compile)
         graph_mode = recipe.train.jit_compile == "auto" and compiled is False
-        kernels = {"dropout layers use PackedDropout": pack_dropouts(task.model), "GELUs run as XLA kernels": fuse_gelus(task.model, graph_mode)}
+        kernels = {
+            "dropout layers use PackedDropout": pack_dropouts(task.model),
+            "GELUs run as XLA kernels": fuse_gelus(task.model, graph_mode),
+            "layer norms use a closed-form gradient": use_closed_form_layer_norms(task.model, without_xla=compiled is False),
+        }
         if any(kernels.values()):
             print("kernels: " + " · ".join(f"{count} {what}" for what, count in kernels.items() if count), flush=True)
         total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))

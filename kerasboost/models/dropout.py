@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kerasboost.models.kernel_swap import swap_class
+
 _FIELD_BITS = 15
 _FIELDS = 2**_FIELD_BITS
 
@@ -38,9 +40,4 @@ class PackedDropout(keras.layers.Dropout):
 
 def pack_dropouts(model: keras.Model) -> int:
     """Turns every plain `keras.layers.Dropout` inside `model` into a `PackedDropout`; returns how many."""
-    swapped = 0
-    for layer in model._flatten_layers(include_self=False):
-        if type(layer) is keras.layers.Dropout:
-            layer.__class__ = PackedDropout
-            swapped += 1
-    return swapped
+    return swap_class(model, keras.layers.Dropout, PackedDropout)

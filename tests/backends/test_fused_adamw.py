@@ -71,3 +71,19 @@ def test_repeated_embedding_rows_are_summed_before_adam():
         moved[optimizer_class] = -keras.ops.convert_to_numpy(variable)
     np.testing.assert_allclose(moved[FusedAdamW], [[0.1, 0.1], [0.1, 0.1], [0, 0]], rtol=1e-4)
     np.testing.assert_allclose(moved[keras.optimizers.AdamW][0], [0.1 * np.sqrt(2)] * 2, rtol=1e-4)
+
+
+def test_checkpoints_load_into_keras_adamw(tmp_path):
+    """The optimizer's state is saved under the same keys as Keras' AdamW's: a run resumes on any backend."""
+    model = _model()
+    model.compile(optimizer=build_optimizer(TrainConfig(batch_size=4), 10), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    tokens = np.random.default_rng(1).integers(0, 50, (8, 6)).astype("int32")
+    model.fit(tokens, tokens, batch_size=4, verbose=0)
+    model.save_weights(str(tmp_path / "fused.weights.h5"))
+    plain = _model()
+    plain.compile(optimizer=keras.optimizers.AdamW.from_config(model.optimizer.get_config()), loss="mse")
+    plain.optimizer.build(plain.trainable_variables)
+    plain.load_weights(str(tmp_path / "fused.weights.h5"))
+    assert int(plain.optimizer.iterations) == 2
+    for saved, loaded in zip(model.optimizer.variables, plain.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded), keras.ops.convert_to_numpy(saved))
