@@ -11,6 +11,11 @@ from kerasboost.recipe import TrainConfig
 from kerasboost.train.fused_adamw import FusedAdamW
 
 
+# Biases and LayerNorm scales/offsets. Keras matches this against the variable's name: "bias" on JAX and
+# torch, "dense/bias:0" on TensorFlow.
+NO_WEIGHT_DECAY = r"(^|/)(bias|gamma|beta)(:\d+)?$"
+
+
 @keras.saving.register_keras_serializable(package="kerasboost")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear or cosine decay to `end` at `total_steps`."""
@@ -51,6 +56,5 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.A
         global_clipnorm=config.clip_norm,
         gradient_accumulation_steps=config.gradient_accumulation if config.gradient_accumulation > 1 else None,
     )
-    # Keras matches these against the variable's name: "bias" on JAX and torch, "dense/bias:0" on TensorFlow.
-    optimizer.exclude_from_weight_decay(var_names=[r"(^|/)(bias|gamma|beta)(:\d+)?$"])
+    optimizer.exclude_from_weight_decay(var_names=[NO_WEIGHT_DECAY])
     return optimizer

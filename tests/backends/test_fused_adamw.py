@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from kerasboost.recipe import TrainConfig
 from kerasboost.train.fused_adamw import FusedAdamW
-from kerasboost.train.optimizer import build_optimizer
+from kerasboost.train.optimizer import NO_WEIGHT_DECAY, build_optimizer
 
 
 class DenseGradientAdamW(keras.optimizers.AdamW):
@@ -38,7 +38,7 @@ def _train(optimizer_class, clip_norm, accumulate: int, jit_compile: bool = Fals
     assert type(optimizer) is FusedAdamW
     if optimizer_class is not FusedAdamW:
         optimizer = optimizer_class.from_config(optimizer.get_config())
-        optimizer.exclude_from_weight_decay(var_names=[r"(^|/)(bias|gamma|beta)(:\d+)?$"])
+        optimizer.exclude_from_weight_decay(var_names=[NO_WEIGHT_DECAY])  # not part of an optimizer's config
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile, steps_per_execution=3)
     tokens = np.random.default_rng(1).integers(0, 50, (48, 6)).astype("int32")
     model.fit(tokens, np.roll(tokens, 1, axis=1), batch_size=4, epochs=1, shuffle=False, verbose=0)
