@@ -22,8 +22,10 @@ from kerasboost.data.sources import read_splits
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
 from kerasboost.models.dropout import pack_dropouts
+from kerasboost.models.flat_einsum import use_flat_einsums
 from kerasboost.models.fused_gelu import fuse_gelus
 from kerasboost.models.layer_norm import use_closed_form_layer_norms
+from kerasboost.models.masked_softmax import use_additive_masks
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
@@ -118,6 +120,8 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             "dropout layers use PackedDropout": pack_dropouts(task.model),
             "GELUs run as XLA kernels": fuse_gelus(task.model, graph_mode),
             "layer norms use a closed-form gradient": use_closed_form_layer_norms(task.model, without_xla=compiled is False),
+            "attention projections run as one matmul": use_flat_einsums(task.model, without_xla=compiled is False),
+            "attention softmaxes add their mask": use_additive_masks(task.model, without_xla=compiled is False),
         }
         if any(kernels.values()):
             print("kernels: " + " · ".join(f"{count} {what}" for what, count in kernels.items() if count), flush=True)

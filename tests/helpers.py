@@ -86,22 +86,26 @@ def tiny_bert_mlm(dropout: float, vocabulary: int = 200, sequence: int = 16):
     return build_mlm_model(build_backbone(config, vocabulary))
 
 
-def mlm_batch(rows: int, vocabulary: int = 200, sequence: int = 16, masked: int = 3):
-    """Random token ids for `tiny_bert_mlm` with the first `masked` positions to predict: (inputs, labels)."""
+def mlm_batch(rows: int, vocabulary: int = 200, sequence: int = 16, masked: int = 3, padded: int = 0):
+    """Random token ids for `tiny_bert_mlm` with the first `masked` positions to predict: (inputs, labels);
+    every other row ends in `padded` padding positions."""
     import numpy as np
 
     ids = np.random.default_rng(0).integers(5, vocabulary, (rows, sequence)).astype("int32")
-    inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids),
+    padding_mask = np.ones_like(ids)
+    padding_mask[1::2, sequence - padded:] = 0
+    inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": padding_mask,
               "mask_positions": np.tile(np.arange(masked, dtype="int32"), (rows, 1))}
     return inputs, ids[:, :masked]
 
 
-def assert_computes_and_trains_as(changed, plain, rows: int = 4) -> None:
-    """`changed` (a `tiny_bert_mlm` given faster kernels) gives `plain`'s outputs and the same 3-epoch loss curve."""
+def assert_computes_and_trains_as(changed, plain, rows: int = 4, padded: int = 0) -> None:
+    """`changed` (a `tiny_bert_mlm` given faster kernels) gives `plain`'s outputs and the same 3-epoch loss
+    curve, on a batch whose odd rows end in `padded` padding positions."""
     import keras
     import numpy as np
 
-    x, labels = mlm_batch(rows=rows)
+    x, labels = mlm_batch(rows=rows, padded=padded)
     assert np.allclose(keras.ops.convert_to_numpy(changed(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
     results = []
     for model in (plain, changed):
@@ -109,3 +113,46 @@ def assert_computes_and_trains_as(changed, plain, rows: int = 4) -> None:
         results.append(model.fit(x, labels, batch_size=rows, epochs=3, verbose=0).history["loss"])
     assert np.allclose(results[0], results[1], rtol=1e-4)
     assert results[1][-1] < results[1][0]
+
+
+def assert_swapped_only_for_tensorflow_without_xla(use, plain: type, faster: type, count: int) -> None:
+    """`use(model, without_xla)` turns the `count` `plain` layers of a `tiny_bert_mlm` into `faster` ones
+    on TensorFlow without XLA, and nowhere else, keeping their configs and the weight paths."""
+    import keras
+
+    model = tiny_bert_mlm(dropout=0.0)
+    paths = [v.path for v in model.weights]
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, plain)]
+    configs = [layer.get_config() for layer in layers]
+    tensorflow = keras.backend.backend() == "tensorflow"
+    assert use(model, without_xla=False) == 0
+    assert use(model, without_xla=True) == (count if tensorflow else 0) and len(layers) == count
+    assert all(isinstance(layer, faster) == tensorflow for layer in layers)
+    assert [layer.get_config() for layer in layers] == configs
+    assert [v.path for v in model.weights] == paths
+
+
+def assert_weights_load_into_a_plain_model(swap, directory: Path) -> None:
+    """Weights saved by a `tiny_bert_mlm` changed by `swap(model)` load into a plain one, which then computes
+    the same (Keras keys saved weights by class name, which our swapped classes keep)."""
+    import keras
+    import numpy as np
+
+    x, _ = mlm_batch(rows=2)
+    swapped, plain = tiny_bert_mlm(dropout=0.0), tiny_bert_mlm(dropout=0.0)
+    swap(swapped)
+    for variable in swapped.weights:
+        variable.assign(variable + 0.01)
+    swapped.save_weights(str(directory / "swapped.weights.h5"))
+    plain.load_weights(str(directory / "swapped.weights.h5"))
+    assert np.allclose(keras.ops.convert_to_numpy(plain(x)), keras.ops.convert_to_numpy(swapped(x)), atol=1e-5)
+
+
+def assert_swapped_model_computes_and_trains_as_before(plain: type, faster: type, count: int) -> None:
+    """A `tiny_bert_mlm` whose `count` `plain` layers become `faster` ones (plain keras.ops, so on any
+    backend) computes and trains as an unchanged one, on rows with padding."""
+    from kerasboost.models.kernel_swap import swap_class
+
+    unchanged, swapped = tiny_bert_mlm(dropout=0.0), tiny_bert_mlm(dropout=0.0)
+    assert swap_class(swapped, plain, faster) == count
+    assert_computes_and_trains_as(swapped, unchanged, padded=5)

@@ -10,7 +10,8 @@ lora_B (out, r). B starts at zero, so a wrapped model computes exactly what it d
 
 Adapters are added by swapping a built layer's class for the subclass below (`attach_lora`), which adds
 variables but no nesting level: weight paths stay what keras-hub expects, and the base kernel keeps its
-own variable. LoRA variables are created float32 whatever the dtype policy. The base may be quantized to int8 first
+own variable. The base product of an EinsumDense runs as one 2-D matmul over that flat view
+(models/flat_einsum.py). LoRA variables are created float32 whatever the dtype policy. The base may be quantized to int8 first
 (QLoRA-style): it is dequantized on the fly, and only the adapters train.
 """
 
@@ -20,6 +21,8 @@ import math
 
 import keras
 from keras import ops
+
+from kerasboost.models.flat_einsum import flat_contraction, flat_product
 
 
 class LoraLayer:
@@ -158,15 +161,13 @@ class LoraDense(LoraLayer, keras.layers.Dense):
 
 class LoraEinsumDense(LoraLayer, keras.layers.EinsumDense):
     def _input_rank(self) -> int:
-        inputs, rest = self.equation.split(",")
-        kernel, outputs = rest.split("->")
-        contracted = [axis for axis in kernel if axis in inputs and axis not in outputs]
-        if kernel[: len(contracted)] != "".join(contracted) or not inputs.endswith("".join(contracted)):
+        contracted = flat_contraction(self.equation)
+        if contracted is None:
             raise ValueError(f"LoRA needs the input axes first in the kernel and last in the input: {self.equation}")
-        return len(contracted)
+        return contracted
 
     def _base(self, inputs, kernel):
-        return ops.einsum(self.equation, inputs, kernel)
+        return flat_product(inputs, kernel, self._input_rank())
 
 
 def float_kernel(layer):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers import assert_computes_and_trains_as, mlm_batch, tiny_bert_mlm
+from helpers import (assert_computes_and_trains_as, assert_swapped_only_for_tensorflow_without_xla, assert_weights_load_into_a_plain_model,
+                     tiny_bert_mlm)
 
 from kerasboost.models import layer_norm
 from kerasboost.models.layer_norm import closed_form_layer_norm, use_closed_form_layer_norms
-
-TENSORFLOW = keras.backend.backend() == "tensorflow"
 
 
 def _values_and_gradients(layer_norm, x, gamma, beta, upstream) -> list[np.ndarray]:
@@ -48,16 +47,8 @@ def test_values_and_gradients_match_layer_norm_in_float64(dtype, tolerance):
 
 
 def test_swaps_the_layer_norms_only_for_tensorflow_without_xla():
-    model = tiny_bert_mlm(dropout=0.0)
-    paths = [v.path for v in model.weights]
-    configs = [layer.get_config() for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
-    assert use_closed_form_layer_norms(model, without_xla=False) == 0
-    swapped = use_closed_form_layer_norms(model, without_xla=True)
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
-    assert swapped == (len(norms) if TENSORFLOW else 0) and len(norms) == 6  # embeddings, 2 per layer, the MLM head
-    assert all(isinstance(layer, layer_norm.LayerNormalization) == TENSORFLOW for layer in norms)
-    assert [layer.get_config() for layer in norms] == configs
-    assert [v.path for v in model.weights] == paths
+    """Six: the embeddings', two per layer, the MLM head's."""
+    assert_swapped_only_for_tensorflow_without_xla(use_closed_form_layer_norms, keras.layers.LayerNormalization, layer_norm.LayerNormalization, 6)
 
 
 def test_a_model_with_closed_form_layer_norms_computes_and_trains_as_before():
@@ -67,12 +58,4 @@ def test_a_model_with_closed_form_layer_norms_computes_and_trains_as_before():
 
 
 def test_weights_saved_with_swapped_layer_norms_load_into_a_plain_model(tmp_path):
-    """Keras keys saved weights by class name, which the swapped class keeps: checkpoints load either way."""
-    x, _ = mlm_batch(rows=2)
-    swapped, plain = tiny_bert_mlm(dropout=0.0), tiny_bert_mlm(dropout=0.0)
-    use_closed_form_layer_norms(swapped, without_xla=True)
-    for variable in swapped.weights:
-        variable.assign(variable + 0.01)
-    swapped.save_weights(str(tmp_path / "swapped.weights.h5"))
-    plain.load_weights(str(tmp_path / "swapped.weights.h5"))
-    assert np.allclose(keras.ops.convert_to_numpy(plain(x)), keras.ops.convert_to_numpy(swapped(x)), atol=1e-5)
+    assert_weights_load_into_a_plain_model(lambda model: use_closed_form_layer_norms(model, without_xla=True), tmp_path)

@@ -52,6 +52,8 @@ def test_run_reports_backend_and_versions(finished_run):
     assert "dropout layers use PackedDropout" in process.stdout
     assert ("2 GELUs run as XLA kernels" in process.stdout) == (backend == "tensorflow")
     assert ("6 layer norms use a closed-form gradient" in process.stdout) == (backend == "tensorflow")
+    assert ("8 attention projections run as one matmul" in process.stdout) == (backend == "tensorflow")
+    assert ("2 attention softmaxes add their mask" in process.stdout) == (backend == "tensorflow")
     assert "oneDNN" not in process.stderr and "cuda" not in process.stderr.lower(), process.stderr
 
 
