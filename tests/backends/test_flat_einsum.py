@@ -13,6 +13,7 @@ from kerasboost.models import flat_einsum
 from kerasboost.models.flat_einsum import flat_contraction, flat_product, use_flat_einsums
 from kerasboost.models.kernel_swap import swap_class
 
+
 @pytest.mark.parametrize("equation, contracted", [
     ("abc,cde->abde", 1),    # keras-hub's query, key and value
     ("abcd,cde->abe", 2),    # keras-hub's attention output

@@ -11,6 +11,7 @@ from helpers import assert_swapped_model_computes_and_trains_as_before, assert_s
 from kerasboost.models import masked_softmax
 from kerasboost.models.masked_softmax import use_additive_masks
 
+
 def _scores_and_mask(dtype: str, mask_dtype: str):
     """Attention-shaped scores (batch, heads, query, key) of mixed scales and a (batch, 1, query, key)
     mask keeping at least one key in every row."""
