@@ -137,6 +137,7 @@ class TrainConfig(_Section):
     eval_batches: Optional[int] = Field(default=None, gt=0)
     jit_compile: Union[bool, Literal["auto"]] = "auto"
     steps_per_execution: Union[PositiveInt, Literal["auto"]] = "auto"
+    kernels: Literal["auto", "keras"] = "auto"  # keras: Keras' own layers and AdamW, no kerasboost kernel
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainConfig":

@@ -29,7 +29,7 @@ from kerasboost.models.masked_softmax import use_additive_masks
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
-from kerasboost.recipe import Recipe, load_recipe
+from kerasboost.recipe import Recipe, TrainConfig, load_recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
 from kerasboost.tasks import needs_labels, prepare_task
 from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
@@ -105,6 +105,21 @@ def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Option
     return run_dir
 
 
+def swap_faster_kernels(model, config: TrainConfig, compiled: Optional[bool]) -> dict[str, int]:
+    """Gives `model`'s layers kerasboost's faster kernels where they were measured faster (`compiled`:
+    the resolved `jit_compile`); how many of each, by what they do. None with `train.kernels: keras`."""
+    if config.kernels == "keras":
+        return {}
+    graph_mode = config.jit_compile == "auto" and compiled is False
+    return {
+        "dropout layers use PackedDropout": pack_dropouts(model),
+        "GELUs run as XLA kernels": fuse_gelus(model, graph_mode),
+        "layer norms use a closed-form gradient": use_closed_form_layer_norms(model, without_xla=compiled is False),
+        "attention projections run as one matmul": use_flat_einsums(model, without_xla=compiled is False),
+        "attention softmaxes add their mask": use_additive_masks(model, without_xla=compiled is False),
+    }
+
+
 def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribute.Distributed):
     """The recipe's task with its adapters, compiled (inside the engine's scope); and the run's steps."""
     seed_everything(recipe.seed)
@@ -115,14 +130,7 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribu
             for line in report.lines():
                 print(line, flush=True)
         compiled = jit_compile(recipe.train.jit_compile)
-        graph_mode = recipe.train.jit_compile == "auto" and compiled is False
-        kernels = {
-            "dropout layers use PackedDropout": pack_dropouts(task.model),
-            "GELUs run as XLA kernels": fuse_gelus(task.model, graph_mode),
-            "layer norms use a closed-form gradient": use_closed_form_layer_norms(task.model, without_xla=compiled is False),
-            "attention projections run as one matmul": use_flat_einsums(task.model, without_xla=compiled is False),
-            "attention softmaxes add their mask": use_additive_masks(task.model, without_xla=compiled is False),
-        }
+        kernels = swap_faster_kernels(task.model, recipe.train, compiled)
         if any(kernels.values()):
             print("kernels: " + " · ".join(f"{count} {what}" for what, count in kernels.items() if count), flush=True)
         total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))

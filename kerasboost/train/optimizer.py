@@ -46,8 +46,10 @@ def build_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
 
 def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.AdamW:
     """AdamW on `WarmupDecay`; `total_steps` counts optimizer updates, not micro-batches. On TensorFlow,
-    `FusedAdamW` (TensorFlow's Adam kernel, sparse gradients summed first); elsewhere Keras' own."""
-    optimizer = (FusedAdamW if keras.backend.backend() == "tensorflow" else keras.optimizers.AdamW)(
+    `FusedAdamW` (TensorFlow's Adam kernel, sparse gradients summed first) unless `kernels: keras`;
+    elsewhere Keras' own."""
+    fused = keras.backend.backend() == "tensorflow" and config.kernels == "auto"
+    optimizer = (FusedAdamW if fused else keras.optimizers.AdamW)(
         learning_rate=build_schedule(config, total_steps),
         weight_decay=config.weight_decay,
         beta_1=config.beta_1,

@@ -1,13 +1,18 @@
 """The `auto` speed settings: precision (mixed_bfloat16 where the backend computes bfloat16 natively, else
-float32) and jit_compile (Keras' choice, except TensorFlow on CPU: its graph kernels beat XLA there)."""
+float32), jit_compile (Keras' choice, except TensorFlow on CPU: its graph kernels beat XLA there) and
+kernels (kerasboost's where measured faster, or Keras' own)."""
 
 from __future__ import annotations
 
 import keras
 import pytest
+from helpers import tiny_bert_mlm
 
 from kerasboost import backend
 from kerasboost.recipe import TrainConfig
+from kerasboost.runner import swap_faster_kernels
+from kerasboost.train.fused_adamw import FusedAdamW
+from kerasboost.train.optimizer import build_optimizer
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +43,23 @@ def test_auto_jit_compile_leaves_xla_to_keras_except_tensorflow_on_cpu():
     # This machine has no GPU or TPU (the suite runs on CPUs).
     assert backend.jit_compile("auto") == (False if keras.backend.backend() == "tensorflow" else "auto")
     assert backend.jit_compile(True) is True and backend.jit_compile(False) is False
+
+
+@pytest.mark.parametrize("kernels", ["auto", "keras"])
+def test_kernels_keras_keeps_every_layer_and_the_optimizer_keras_own(kernels):
+    """`train.kernels: auto` gives the model kerasboost's kernels where measured faster (PackedDropout on
+    every backend, the rest on TensorFlow in graph mode); `keras` leaves the model and AdamW as Keras has them."""
+    model = tiny_bert_mlm(dropout=0.1)
+    classes = [type(layer) for layer in model._flatten_layers()]
+    train = TrainConfig(kernels=kernels)
+    swapped = swap_faster_kernels(model, train, compiled=backend.jit_compile(train.jit_compile))
+    tensorflow = keras.backend.backend() == "tensorflow"
+    if kernels == "keras":
+        assert swapped == {} and [type(layer) for layer in model._flatten_layers()] == classes
+        optimizer = build_optimizer(train, 10)
+        assert isinstance(optimizer, keras.optimizers.AdamW) and not isinstance(optimizer, FusedAdamW)
+        return
+    expected = {"dropout layers use PackedDropout": 7, "GELUs run as XLA kernels": 2, "layer norms use a closed-form gradient": 6,
+                "attention projections run as one matmul": 8, "attention softmaxes add their mask": 2}
+    assert swapped == {what: count if tensorflow or what.startswith("dropout") else 0 for what, count in expected.items()}
+    assert isinstance(build_optimizer(train, 10), FusedAdamW) == tensorflow
