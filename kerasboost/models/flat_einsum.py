@@ -14,6 +14,7 @@ Measured in README's Performance section.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -23,9 +24,11 @@ from keras import ops
 from kerasboost.models.kernel_swap import swap_class
 
 
+@functools.cache
 def flat_contraction(equation: str) -> Optional[int]:
     """How many kernel axes an `EinsumDense` equation contracts, if it is a plain matmul over flattened
-    axes (inputs `batch + contracted`, kernel `contracted + free`, outputs `batch + free`); else None."""
+    axes (inputs `batch + contracted`, kernel `contracted + free`, outputs `batch + free`); else None. Cached:
+    layers ask on every call, and LoRA's in eager PyTorch on every step."""
     inputs, rest = equation.split(",")
     kernel, outputs = rest.split("->")
     contracted = "".join(axis for axis in kernel if axis in inputs and axis not in outputs)
