@@ -2,11 +2,13 @@
 
 Training FLOPs per token follow PaLM (Chowdhery et al. 2022, appendix B): 6N + 12·L·S·H, where N counts
 the weights every token passes through (2N forward, 2N for the input gradients, 2N for the weight
-gradients) and 12·L·S·H is attention's score and value products. Two refinements keep the count honest
-for these tasks: frozen weights (LoRA's base) get no weight gradient, so they cost 4 instead of 6 per
-parameter; and the output projection onto the vocabulary (tied to the token embedding) runs only where
-logits are computed — every position for a causal LM, the `max_predictions` slots for masked LM, none
-for classification. Lookup tables (token, position, segment embeddings) cost nothing as lookups.
+gradients) and 12·L·S·H is attention's score and value products. Refinements keep the count honest for
+these tasks: frozen weights (LoRA's base) get no weight gradient, so they cost 4 instead of 6 per
+parameter; and a weight counts only at the positions its layer runs on. The transformer layers run on
+every position; the masked-LM head (its dense layer, and the output projection onto the vocabulary, tied
+to the token embedding) on the `max_predictions` slots; BERT's pooler, the next-sentence and the
+classification heads on one vector per sequence; a causal LM projects every position onto the vocabulary.
+Lookup tables (token, position, segment embeddings) cost nothing as lookups.
 
 MFU divides the achieved FLOP rate by a peak measured here (a large matmul in the compute dtype), not
 by a datasheet number, so it is meaningful on a laptop CPU as on an accelerator.
@@ -39,7 +41,8 @@ def flops_per_token(recipe: Recipe, model: keras.Model, backbone) -> float:
     embedding_paths = {variable.path for variable in backbone.weights if variable.path.endswith("embeddings")}
     dense = [variable for variable in model.weights if variable.path not in embedding_paths and _is_weight(variable)]
     trainable = {id(variable) for variable in model.trainable_weights}
-    per_token = sum((6 if id(variable) in trainable else 4) * int(np.prod(variable.shape)) for variable in dense)
+    shares = _position_shares(recipe, backbone)
+    per_token = sum((6 if id(variable) in trainable else 4) * int(np.prod(variable.shape)) * shares(variable) for variable in dense)
     layers, hidden = backbone.num_layers, backbone.hidden_dim
     sequence = recipe.data.sequence_length
     per_token += 12 * layers * sequence * hidden
@@ -56,6 +59,20 @@ def logits_per_token(recipe: Recipe) -> float:
     if recipe.task in ("mlm", "bert_pretraining"):
         return max_predictions(recipe.data) / recipe.data.sequence_length
     return 1.0 if recipe.task == "causal_lm" else 0.0
+
+
+def _position_shares(recipe: Recipe, backbone):
+    """The share of a sequence's positions each weight's layer runs on (see the module docstring)."""
+    per_sequence = 1.0 / recipe.data.sequence_length
+    in_backbone = {id(variable) for variable in backbone.weights}
+    pooler = {id(variable) for layer in backbone.layers if layer.name == "pooled_dense" for variable in layer.weights}
+
+    def share(variable) -> float:
+        if id(variable) in in_backbone:
+            return per_sequence if id(variable) in pooler else 1.0
+        return logits_per_token(recipe) if variable.path.startswith("mlm_head/") else per_sequence
+
+    return share
 
 
 def matmul_peak(dtype: str, size: int = 1024, repeats: int = 8) -> float:
