@@ -21,7 +21,7 @@ from typing import Optional
 import keras
 from keras import ops
 
-from kerasboost.models.kernel_swap import swap_class
+from kerasboost.models.kernel_swap import swap_class_for_tensorflow_graphs
 
 
 @functools.cache
@@ -69,6 +69,4 @@ class EinsumDense(keras.layers.EinsumDense):
 def use_flat_einsums(model: keras.Model, without_xla: bool) -> int:
     """Turns the plain `keras.layers.EinsumDense` layers of `model` into this module's when the backend
     is TensorFlow and the train step runs without XLA (`without_xla`); returns how many."""
-    if keras.backend.backend() != "tensorflow" or not without_xla:
-        return 0
-    return swap_class(model, keras.layers.EinsumDense, EinsumDense)
+    return swap_class_for_tensorflow_graphs(model, keras.layers.EinsumDense, EinsumDense, without_xla)

@@ -14,3 +14,12 @@ def swap_class(model: keras.Model, plain: type, faster: type) -> int:
             layer.__class__ = faster
             swapped += 1
     return swapped
+
+
+def swap_class_for_tensorflow_graphs(model: keras.Model, plain: type, faster: type, without_xla: bool) -> int:
+    """`swap_class` for a kernel written for TensorFlow's graph executor: only when the backend is
+    TensorFlow and the train step runs without XLA (`without_xla`). JAX, PyTorch and XLA fuse what these
+    kernels fuse already, so elsewhere nothing is swapped (0)."""
+    if keras.backend.backend() != "tensorflow" or not without_xla:
+        return 0
+    return swap_class(model, plain, faster)

@@ -20,7 +20,7 @@ import functools
 
 import keras
 
-from kerasboost.models.kernel_swap import swap_class
+from kerasboost.models.kernel_swap import swap_class_for_tensorflow_graphs
 
 
 class LayerNormalization(keras.layers.LayerNormalization):
@@ -37,9 +37,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
 def use_closed_form_layer_norms(model: keras.Model, without_xla: bool) -> int:
     """Turns the plain `keras.layers.LayerNormalization` layers of `model` into this module's when
     the backend is TensorFlow and the train step runs without XLA (`without_xla`); returns how many."""
-    if keras.backend.backend() != "tensorflow" or not without_xla:
-        return 0
-    return swap_class(model, keras.layers.LayerNormalization, LayerNormalization)
+    return swap_class_for_tensorflow_graphs(model, keras.layers.LayerNormalization, LayerNormalization, without_xla)
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerasboost.models.kernel_swap import swap_class
+from kerasboost.models.kernel_swap import swap_class_for_tensorflow_graphs
 
 
 class Softmax(keras.layers.Softmax):
@@ -37,6 +37,4 @@ class Softmax(keras.layers.Softmax):
 def use_additive_masks(model: keras.Model, without_xla: bool) -> int:
     """Turns the plain `keras.layers.Softmax` layers of `model` into this module's when the backend is
     TensorFlow and the train step runs without XLA (`without_xla`); returns how many."""
-    if keras.backend.backend() != "tensorflow" or not without_xla:
-        return 0
-    return swap_class(model, keras.layers.Softmax, Softmax)
+    return swap_class_for_tensorflow_graphs(model, keras.layers.Softmax, Softmax, without_xla)
