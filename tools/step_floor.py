@@ -28,6 +28,13 @@ WORKLOADS = ("bert_mlm", "gpt2_clm")
 MASK_RATE = 0.15
 
 
+def logit_rows(size: dict, workload: str) -> int:
+    """Rows projected onto the vocabulary: the masked slots (bert_mlm) or every position (gpt2_clm)."""
+    if workload == "bert_mlm":
+        return size["batch"] * max(1, round(size["sequence"] * MASK_RATE))
+    return size["batch"] * size["sequence"]
+
+
 def products(size: dict, workload: str) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """The (left, right) shapes of every forward matmul of one step; batched ones lead with the batch."""
     batch, sequence, hidden, heads = size["batch"], size["sequence"], size["hidden"], size["heads"]
@@ -39,7 +46,7 @@ def products(size: dict, workload: str) -> list[tuple[tuple[int, ...], tuple[int
         ((tokens, hidden), (hidden, size["ffn"])),
         ((tokens, size["ffn"]), (size["ffn"], hidden)),
     ]
-    rows = batch * max(1, round(sequence * MASK_RATE)) if workload == "bert_mlm" else tokens
+    rows = logit_rows(size, workload)
     head_dense = [((rows, hidden), (hidden, hidden))] if workload == "bert_mlm" else []
     return layer * size["layers"] + head_dense + [((rows, hidden), (hidden, size["vocabulary"]))]
 
@@ -71,7 +78,7 @@ def floor_seconds(size: dict, workload: str, dtype: str, steps: int, repeats: in
               for _ in range(size["layers"])]
     embeddings, head_dense, inputs = weight(size["vocabulary"], hidden), weight(hidden, hidden), tf.Variable(initial)
     variables = [inputs, embeddings, head_dense, *(w for layer in layers for w in layer.values())]
-    rows = batch * max(1, round(sequence * MASK_RATE)) if workload == "bert_mlm" else tokens
+    rows = logit_rows(size, workload)
 
     def split(x):  # the batched shape of attention's products; a reshape, not the head transpose
         return tf.reshape(x, (batch * heads, sequence, head))
