@@ -74,9 +74,11 @@ def test_bench_bad_backend_is_an_input_error(args, expected):
     assert process.returncode == 2 and expected in process.stderr, process.stderr
 
 
-def test_step_floor_tool_reports_both_dtypes():
-    process = subprocess.run([sys.executable, "tools/step_floor.py", "--quick"], cwd=ROOT, env=backend_env(None), capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("workload", ["bert_mlm", "gpt2_clm"])
+def test_step_floor_tool_reports_both_dtypes(workload):
+    process = subprocess.run([sys.executable, "tools/step_floor.py", "--quick", "--workload", workload], cwd=ROOT, env=backend_env(None),
+                             capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, explain(process)
-    rows = [line.split("|")[1:-1] for line in process.stdout.splitlines() if line.startswith("| bert_mlm |")]
+    rows = [line.split("|")[1:-1] for line in process.stdout.splitlines() if line.startswith(f"| {workload} |")]
     assert [row[1].strip() for row in rows] == ["float32", "bfloat16"]
     assert rows[0][2] == rows[1][2] and all(float(cell) > 0 for row in rows for cell in row[2:6]), process.stdout

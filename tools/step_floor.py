@@ -77,7 +77,7 @@ def floor_seconds(size: dict, workload: str, dtype: str, steps: int, repeats: in
                                                        ("output", (hidden, hidden)), ("ffn_in", (hidden, size["ffn"])), ("ffn_out", (size["ffn"], hidden)))}
               for _ in range(size["layers"])]
     embeddings, head_dense, inputs = weight(size["vocabulary"], hidden), weight(hidden, hidden), tf.Variable(initial)
-    variables = [inputs, embeddings, head_dense, *(w for layer in layers for w in layer.values())]
+    variables = [inputs, embeddings, *(w for layer in layers for w in layer.values())] + ([head_dense] if workload == "bert_mlm" else [])
     rows = logit_rows(size, workload)
 
     def split(x):  # the batched shape of attention's products; a reshape, not the head transpose
