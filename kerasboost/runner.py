@@ -110,13 +110,13 @@ def swap_faster_kernels(model, config: TrainConfig, compiled: Optional[bool]) ->
     the resolved `jit_compile`); how many of each, by what they do. None with `train.kernels: keras`."""
     if config.kernels == "keras":
         return {}
-    graph_mode = config.jit_compile == "auto" and compiled is False
+    without_xla = compiled is False
     return {
         "dropout layers use PackedDropout": pack_dropouts(model),
-        "GELUs run as XLA kernels": fuse_gelus(model, graph_mode),
-        "layer norms use a closed-form gradient": use_closed_form_layer_norms(model, without_xla=compiled is False),
-        "attention projections run as one matmul": use_flat_einsums(model, without_xla=compiled is False),
-        "attention softmaxes add their mask": use_additive_masks(model, without_xla=compiled is False),
+        "GELUs run as XLA kernels": fuse_gelus(model, graph_mode=config.jit_compile == "auto" and without_xla),
+        "layer norms use a closed-form gradient": use_closed_form_layer_norms(model, without_xla),
+        "attention projections run as one matmul": use_flat_einsums(model, without_xla),
+        "attention softmaxes add their mask": use_additive_masks(model, without_xla),
     }
 
 
