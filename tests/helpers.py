@@ -49,12 +49,12 @@ def backend_env(backend: str | None) -> dict:
     return env
 
 
-def kerasboost(*args: str, backend: str | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Runs `python -m kerasboost ARGS` and returns the completed process (text output)."""
+def kerasboost(*args: str, backend: str | None = None, cwd: Path | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs `python -m kerasboost ARGS` (with `env` added to the environment) and returns the completed process (text output)."""
     return subprocess.run(
         [sys.executable, "-m", "kerasboost", *args],
         cwd=cwd or ROOT,
-        env=backend_env(backend),
+        env={**backend_env(backend), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

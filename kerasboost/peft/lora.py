@@ -11,8 +11,13 @@ lora_B (out, r). B starts at zero, so a wrapped model computes exactly what it d
 Adapters are added by swapping a built layer's class for the subclass below (`attach_lora`), which adds
 variables but no nesting level: weight paths stay what keras-hub expects, and the base kernel keeps its
 own variable. The base product of an EinsumDense runs as one 2-D matmul over that flat view
-(models/flat_einsum.py). LoRA variables are created float32 whatever the dtype policy. The base may be quantized to int8 first
-(QLoRA-style): it is dequantized on the fly, and only the adapters train.
+(models/flat_einsum.py). The base may be quantized to int8 first (QLoRA-style): it is dequantized on the
+fly, and only the adapters train.
+
+Under a mixed policy the adapter stays float32: its variables are not autocast (`autocast=False`), and
+DoRA's column norm reads the base kernel at its float32 storage dtype (outside Keras' autocast scope, which
+would hand it over in bfloat16), as PEFT computes it under torch's autocast. Only the base product runs
+at the compute dtype.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 
 import keras
 from keras import ops
+from keras.src.backend import AutocastScope
 
 from kerasboost.models.flat_einsum import flat_contraction, flat_product
 
@@ -41,11 +47,13 @@ class LoraLayer:
         self.adapter_merged = False
         self._tracker.unlock()
         a_init = keras.initializers.HeUniform(seed=seed) if init == "kaiming" else keras.initializers.RandomNormal(stddev=1.0 / rank, seed=seed)
-        self.adapter_a = self.add_weight(name="lora_a", shape=(in_features, rank), initializer=a_init, dtype="float32")
-        self.adapter_b = self.add_weight(name="lora_b", shape=(rank, out_features), initializer="zeros", dtype="float32")
+        self.adapter_a = self.add_weight(name="lora_a", shape=(in_features, rank), initializer=a_init, dtype="float32", autocast=False)
+        self.adapter_b = self.add_weight(name="lora_b", shape=(rank, out_features), initializer="zeros", dtype="float32", autocast=False)
         self.adapter_magnitude = None
         if method == "dora":
-            self.adapter_magnitude = self.add_weight(name="lora_magnitude", shape=(out_features,), initializer="zeros", dtype="float32")
+            self.adapter_magnitude = self.add_weight(
+                name="lora_magnitude", shape=(out_features,), initializer="zeros", dtype="float32", autocast=False
+            )
             self.adapter_magnitude.assign(self._column_norm(self._flat_kernel()))
         self.adapter_dropout = keras.layers.Dropout(dropout, seed=seed, name="lora_dropout") if dropout else None
         self._tracker.lock()
@@ -67,7 +75,9 @@ class LoraLayer:
         return 1
 
     def _flat_kernel(self):
-        return ops.reshape(float_kernel(self), self.adapter_shape)
+        """The base kernel as a float32 (in, out) matrix, at its storage precision even inside a mixed-precision call."""
+        with AutocastScope(None):
+            return ops.reshape(float_kernel(self), self.adapter_shape)
 
     def merged_kernel(self):
         """The kernel with the adapter folded in, in the kernel's shape, float32 (also for an int8 base)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import keras
 import numpy as np
@@ -46,6 +47,9 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         f"majority-class validation accuracy {counts.max() / counts.sum():.3f}",
         f"tokenizer: {tokenizer.vocabulary_size()} tokens",
     ]
+    notice = missing_classes_notice(counts, names)
+    if notice:
+        summary.append(notice)
     return Task(
         tokenizer,
         Batches(examples["train"], examples["validation"], label_transform(bert), data.sequence_length),
@@ -77,15 +81,30 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int)
 
 
 def scores(matrix: np.ndarray) -> dict:
-    """Macro-averaged precision, recall and F1 (a class never predicted has precision 0)."""
+    """Macro-averaged precision, recall and F1 over the classes present in the labels or the predictions
+    (scikit-learn's default): a trained class that neither occurs nor is predicted has no score, rather
+    than a zero that would drag the average down. A class predicted but never right has precision 0."""
     true_positives = np.diag(matrix).astype(float)
     predicted = matrix.sum(axis=0)
     actual = matrix.sum(axis=1)
-    precision = np.divide(true_positives, predicted, out=np.zeros_like(true_positives), where=predicted > 0)
-    recall = np.divide(true_positives, actual, out=np.zeros_like(true_positives), where=actual > 0)
+    present = (predicted > 0) | (actual > 0)
+    precision = np.divide(true_positives, predicted, out=np.zeros_like(true_positives), where=predicted > 0)[present]
+    recall = np.divide(true_positives, actual, out=np.zeros_like(true_positives), where=actual > 0)[present]
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
     return {"precision": float(precision.mean()), "recall": float(recall.mean()), "macro_f1": float(f1.mean())}
+
+
+def missing_classes_notice(counts: np.ndarray, names: list[str]) -> Optional[str]:
+    """One line when the validation labels lack some of the trained classes (`counts`: examples per class)."""
+    missing = [name for name, count in zip(names, counts) if count == 0]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return (
+        f"notice: the validation data has no example of {len(missing)} of the {len(names)} trained classes ({shown}); "
+        "macro precision, recall and F1 average over the classes present in its labels or the predictions"
+    )
 
 
 def confusion_image(matrix: np.ndarray, cell: int = 24) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""Every adapter method x int8 base or not x precision (float32 and what `auto` picks on this backend): one
+training step and one evaluation of a tiny BERT masked-LM built as `kerasboost run` builds it (adapters,
+faster kernels, optimizer, jit setting), with finite outputs and the base left bitwise unchanged.
+
+The methods come from the recipe schema, so a method added there joins the matrix without editing this file.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import keras
+import numpy as np
+import pytest
+from helpers import mlm_batch, tiny_bert_mlm
+
+from kerasboost.backend import jit_compile, set_precision
+from kerasboost.peft.inject import adapter_layers, apply_peft
+from kerasboost.recipe import PeftConfig, TrainConfig
+from kerasboost.runner import swap_faster_kernels
+from kerasboost.train.optimizer import build_optimizer
+
+METHODS = typing.get_args(PeftConfig.model_fields["method"].annotation)
+
+
+def _precisions() -> list[str]:
+    """float32 and what `auto` resolves to here (once, where the two are the same)."""
+    auto = TrainConfig(precision="auto")
+    set_precision(auto)
+    keras.config.set_dtype_policy("float32")
+    return sorted({"float32", auto.precision})
+
+
+@pytest.fixture
+def precision(request):
+    """Sets the global dtype policy as a run with `train.precision: <param>` does; float32 again afterwards."""
+    train = TrainConfig(precision=request.param, warmup_steps=0)
+    set_precision(train)
+    yield train
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("precision", _precisions(), indirect=True)
+@pytest.mark.parametrize("quantize_base", [None, "int8"])
+@pytest.mark.parametrize("method", METHODS)
+def test_one_step_and_an_evaluation_are_finite_and_leave_the_base_frozen(method, quantize_base, precision):
+    model = tiny_bert_mlm(dropout=0.1)
+    apply_peft(model, PeftConfig(method=method, targets="all-linear", quantize_base=quantize_base, dropout=0.1), seed=0)
+    compiled = jit_compile(precision.jit_compile)
+    swap_faster_kernels(model, precision, compiled)
+    model.compile(
+        optimizer=build_optimizer(precision, total_steps=2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=compiled,
+    )
+    adapters = {id(v) for layer in adapter_layers(model) for v in layer.adapter_variables}
+    assert adapters and {id(v) for v in model.trainable_variables} == adapters
+    base = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights if id(v) not in adapters}
+    before = [keras.ops.convert_to_numpy(v).copy() for layer in adapter_layers(model) for v in layer.adapter_variables]
+
+    x, labels = mlm_batch(rows=4)
+    loss = model.train_on_batch(x, labels)
+    assert np.isfinite(loss), f"{method} / {quantize_base} / {precision.precision}: training loss {loss}"
+    assert np.isfinite(model.test_on_batch(x, labels))
+    assert np.isfinite(keras.ops.convert_to_numpy(model(x))).all()
+
+    after = [keras.ops.convert_to_numpy(v) for layer in adapter_layers(model) for v in layer.adapter_variables]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "the adapters did not train"
+    for variable in model.weights:
+        if id(variable) not in adapters:
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), base[variable.path], err_msg=variable.path)
