@@ -1,8 +1,7 @@
 """kerasboost: one YAML recipe trains a language model on TensorFlow, JAX or PyTorch."""
 
-__version__ = "0.1.0"
-
 from kerasboost.recipe import Recipe, load_recipe
+from kerasboost.version import __version__
 
 __all__ = ["Recipe", "load_recipe", "run", "__version__"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import yaml
 
-from kerasboost import __version__
+from kerasboost.version import __version__
 from kerasboost.distribute import check_strategy
 from kerasboost.errors import InputError
 from kerasboost.recipe import BACKENDS, check_files, load_recipe

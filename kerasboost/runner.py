@@ -16,9 +16,9 @@ from typing import Optional
 
 import keras
 
-from kerasboost import __version__, distribute
 from kerasboost.backend import jit_compile, seed_everything, set_precision, steps_per_execution, versions
 from kerasboost.data.sources import read_splits
+from kerasboost.distribute import Distributed, setup as setup_distribution
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
 from kerasboost.models.dropout import pack_dropouts
@@ -38,6 +38,7 @@ from kerasboost.data.pipeline import evaluation_batches
 from kerasboost.train.loop import train, validation_metrics
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
 from kerasboost.train.optimizer import build_optimizer
+from kerasboost.version import __version__
 
 
 def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) -> RunDir:
@@ -47,7 +48,7 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
     directory (the others keep their files in a scratch directory that is deleted at the end).
     """
     seed_everything(recipe.seed)  # before the engine starts: JAX's processes then agree on it without a collective
-    distributed = distribute.setup(recipe, keras.backend.backend())
+    distributed = setup_distribution(recipe, keras.backend.backend())
     try:
         with _quiet_unless(distributed.primary), tempfile.TemporaryDirectory(prefix="kerasboost-rank-") as scratch:
             return _run(recipe, distributed, output_dir, resume, Path(scratch))
@@ -55,7 +56,7 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
         distributed.close()
 
 
-def _run(recipe: Recipe, distributed: distribute.Distributed, output_dir: Optional[str], resume: bool, scratch: Path) -> RunDir:
+def _run(recipe: Recipe, distributed: Distributed, output_dir: Optional[str], resume: bool, scratch: Path) -> RunDir:
     started = time.perf_counter()
     found = versions()
     print(f"kerasboost {__version__} · backend {keras.backend.backend()} · " + " · ".join(f"{k} {v}" for k, v in found.items()), flush=True)
@@ -120,7 +121,7 @@ def swap_faster_kernels(model, config: TrainConfig, compiled: Optional[bool]) ->
     }
 
 
-def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: distribute.Distributed):
+def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: Distributed):
     """The recipe's task with its adapters, compiled (inside the engine's scope); and the run's steps."""
     seed_everything(recipe.seed)
     with distributed.scope():

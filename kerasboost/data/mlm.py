@@ -10,6 +10,11 @@ import numpy as np
 import tensorflow as tf
 
 
+def max_predictions(data) -> int:
+    """Masked slots per sequence: `data.max_predictions`, else the mask rate's share of the sequence."""
+    return data.max_predictions or max(1, round(data.sequence_length * data.mask_rate))
+
+
 def pack_sequences(token_ids: list[np.ndarray], sequence_length: int, cls_id: int, sep_id: int, pad_id: int) -> np.ndarray:
     """Concatenates documents (separated by [SEP]) and cuts them into `[CLS] chunk [SEP]` rows.
 

@@ -7,6 +7,7 @@ global batch index. So batch `k` is the same whether a run got there in one go o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -16,6 +17,16 @@ from kerasboost.errors import DataError
 
 # A per-batch transform: (batch of examples, stateless seed) -> (x, y, sample_weight).
 BatchTransform = Callable
+
+
+@dataclass
+class Batches:
+    """What the loop needs from a task's data: in-memory examples and the per-batch transform."""
+
+    train: dict
+    validation: dict
+    transform: BatchTransform
+    tokens_per_example: int
 
 
 def example_order(num_examples: int, batch_size: int, seed: int, start_batch: int, num_batches: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import os
 import jax
 from keras import distribution
 
-from kerasboost.distribute import Distributed
+from kerasboost.distribute.engine import Distributed
 from kerasboost.distribute.layouts import BATCH_AXIS, MODEL_AXIS, transformer_layout_map
 from kerasboost.errors import InputError
 from kerasboost.recipe import Recipe

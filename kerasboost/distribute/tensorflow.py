@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from kerasboost.distribute import Distributed
+from kerasboost.distribute.engine import Distributed
 from kerasboost.errors import InputError
 from kerasboost.recipe import Recipe
 

@@ -16,7 +16,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from kerasboost.distribute import Distributed
+from kerasboost.distribute.engine import Distributed
 from kerasboost.errors import InputError
 from kerasboost.recipe import Recipe
 

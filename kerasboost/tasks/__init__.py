@@ -1,66 +1,23 @@
 """Tasks: what a recipe's `task:` builds from documents and puts on top of the backbone.
 
-Every task returns the same `Task` (tokenizer, in-memory examples with a per-batch transform, model,
-loss and metrics), so reading data and the training loop are shared and never copied per task.
+Every task returns the same `Task` (tasks/task.py), so reading data and the training loop are shared and
+never copied per task.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
-
-import keras
-
-from kerasboost.data.sources import ReadReport
-from kerasboost.errors import DataError
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
-from kerasboost.train.loop import Batches
+from kerasboost.tasks import bert_pretraining, causal_lm, classification, mlm
+from kerasboost.tasks.task import Task
+
+_BUILDERS = {"mlm": mlm.prepare, "bert_pretraining": bert_pretraining.prepare, "causal_lm": causal_lm.prepare, "classification": classification.prepare}
 
 
-@dataclass
-class Task:
-    tokenizer: Any
-    batches: Batches
-    backbone: keras.Model
-    model: keras.Model
-    loss: Any
-    metrics: Any
-    summary: list[str]
-    loss_weights: Optional[dict] = None
-    # The logged loss whose exp() is the perplexity (None: not a language model).
-    perplexity_of: Optional[str] = "loss"
-    # Extra validation metrics computed from predictions: (model, validation dataset, log, step) -> dict.
-    extra_metrics: Optional[Callable] = None
-    # Runs after training, e.g. sample generation: (log, step, run) -> None.
-    after_training: Optional[Callable] = None
-
-
-def prepare_task(recipe: Recipe, run: RunDir, train_docs, validation_docs, report: ReadReport) -> Task:
+def prepare_task(recipe: Recipe, run: RunDir, train_docs, validation_docs, report) -> Task:
     """Tokenises the documents and builds the model for `recipe.task`."""
-    from kerasboost.tasks import bert_pretraining, causal_lm, classification, mlm
-
-    builders = {"mlm": mlm.prepare, "bert_pretraining": bert_pretraining.prepare, "causal_lm": causal_lm.prepare, "classification": classification.prepare}
-    return builders[recipe.task](recipe, run, train_docs, validation_docs, report)
+    return _BUILDERS[recipe.task](recipe, run, train_docs, validation_docs, report)
 
 
 def needs_labels(recipe: Recipe) -> bool:
     return recipe.task == "classification"
-
-
-def packed_splits(tokenizer, train_docs, validation_docs, sequence_length: int, pack: Callable) -> dict[str, dict]:
-    """{"train": {"token_ids": rows}, "validation": ...}: each split tokenised, then `pack`ed into rows."""
-    from kerasboost.data.tokenizer import tokenize
-
-    examples = {}
-    for split, documents in (("train", train_docs), ("validation", validation_docs)):
-        packed = pack(tokenize(tokenizer, [doc.text for doc in documents]))
-        if len(packed) == 0:
-            raise DataError(f"data.source: the {split} documents give no sequence of data.sequence_length={sequence_length} tokens")
-        examples[split] = {"token_ids": packed}
-    return examples
-
-
-def describe_data(report: ReadReport, train_docs, validation_docs, train_rows: int, validation_rows: int, unit: str) -> str:
-    line = f"data: {len(train_docs)} training / {len(validation_docs)} validation documents -> {train_rows} / {validation_rows} {unit}"
-    return line + (f" ({report.describe()})" if report.skipped else "")

@@ -6,18 +6,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasboost.data.pipeline import Batches
 from kerasboost.data.nsp import build_pairs, split_segments
 from kerasboost.data.tokenizer import build_tokenizer, tokenize
 from kerasboost.errors import DataError
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.mlm import build_mlm_model, sparse_cross_entropy
 from kerasboost.tasks.mlm import mlm_masker
-from kerasboost.train.loop import Batches
+from kerasboost.tasks.task import Task, describe_data
 
 
 def prepare(recipe, run, train_docs, validation_docs, report):
-    from kerasboost.tasks import Task, describe_data
-
     data = recipe.data
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
     examples = {}

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 
+from kerasboost.data.pipeline import Batches
 from kerasboost.data.causal import next_token_transform, pack_causal
 from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.causal_lm import build_causal_lm_model, generate
 from kerasboost.models.mlm import mlm_loss_and_metrics
-from kerasboost.train.loop import Batches
+from kerasboost.tasks.task import Task, describe_data, packed_splits
 
 
 def prepare(recipe, run, train_docs, validation_docs, report):
-    from kerasboost.tasks import Task, describe_data, packed_splits
-
     data = recipe.data
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
     examples = packed_splits(

@@ -9,17 +9,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasboost.data.pipeline import Batches
 from kerasboost.data.classification import encode_texts, label_names, label_transform
 from kerasboost.data.tokenizer import build_tokenizer, tokenize
 from kerasboost.errors import DataError
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.classifier import build_classifier
-from kerasboost.train.loop import Batches
+from kerasboost.tasks.task import Task, describe_data
 
 
 def prepare(recipe, run, train_docs, validation_docs, report):
-    from kerasboost.tasks import Task, describe_data
-
     data = recipe.data
     if run.labels_file.is_file():
         names = json.loads(run.labels_file.read_text(encoding="utf-8"))

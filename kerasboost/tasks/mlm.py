@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from kerasboost.data.mlm import masker, pack_sequences
+from kerasboost.data.pipeline import Batches
+from kerasboost.data.mlm import masker, max_predictions, pack_sequences
 from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.mlm import build_mlm_model, mlm_loss_and_metrics
-from kerasboost.train.loop import Batches
-
-
-def max_predictions(data) -> int:
-    """Masked slots per sequence: `data.max_predictions`, else the mask rate's share of the sequence."""
-    return data.max_predictions or max(1, round(data.sequence_length * data.mask_rate))
+from kerasboost.tasks.task import Task, describe_data, packed_splits
 
 
 def mlm_masker(recipe, tokenizer):
@@ -22,8 +18,6 @@ def mlm_masker(recipe, tokenizer):
 
 
 def prepare(recipe, run, train_docs, validation_docs, report):
-    from kerasboost.tasks import Task, describe_data, packed_splits
-
     data = recipe.data
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
     examples = packed_splits(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from kerasboost.data.mlm import max_predictions
 from kerasboost.recipe import Recipe
 
 
@@ -54,8 +55,6 @@ def flops_per_token(recipe: Recipe, model: keras.Model, backbone) -> float:
 
 def logits_per_token(recipe: Recipe) -> float:
     """The share of positions where the vocabulary projection runs."""
-    from kerasboost.tasks.mlm import max_predictions
-
     if recipe.task in ("mlm", "bert_pretraining"):
         return max_predictions(recipe.data) / recipe.data.sequence_length
     return 1.0 if recipe.task == "causal_lm" else 0.0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from kerasboost.data.pipeline import evaluation_batches, training_batches
+from kerasboost.data.pipeline import Batches, evaluation_batches, training_batches
 from kerasboost.distribute import Distributed
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
@@ -22,16 +22,6 @@ from kerasboost.train.checkpoints import save_checkpoint
 from kerasboost.train.flops import Speed
 from kerasboost.train.logging import RunLog, StepLogger, learning_rate, perplexity
 from kerasboost.train.optimizer import build_schedule
-
-
-@dataclass
-class Batches:
-    """What the loop needs from a task's data: in-memory examples and the per-batch transform."""
-
-    train: dict
-    validation: dict
-    transform: object
-    tokens_per_example: int
 
 
 @dataclass
