@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from kerasboost.architectures import DEFAULT, NAMES, architecture, serving
 from kerasboost.errors import RecipeError
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -78,7 +79,7 @@ class BackboneConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: Literal["bert", "gpt2"] = "bert"
+    backbone: Literal[NAMES] = DEFAULT
     config: BackboneConfig = Field(default_factory=BackboneConfig)
     preset: Optional[str] = None
     classifier_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
@@ -226,9 +227,8 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
-        needs = {"mlm": "bert", "bert_pretraining": "bert", "causal_lm": "gpt2"}.get(self.task)
-        if needs and self.model.backbone != needs:
-            raise ValueError(f"task {self.task} needs model.backbone: {needs} (got {self.model.backbone})")
+        if self.task not in architecture(self.model.backbone).tasks:
+            raise ValueError(f"task {self.task} needs model.backbone: {' or '.join(serving(self.task))} (got {self.model.backbone})")
         if self.data.sequence_length > self.model.config.max_sequence_length:
             raise ValueError(
                 f"data.sequence_length ({self.data.sequence_length}) exceeds "
@@ -405,7 +405,8 @@ def check_files(recipe: Recipe, source: str = "recipe") -> None:
         path = getattr(recipe.data, key)
         if path and not Path(path).is_file():
             raise RecipeError(f"{source}: data.{key}: file not found: {path}")
-    if recipe.model.backbone == "gpt2" and bool(recipe.data.vocabulary) != bool(recipe.data.merges):
-        raise RecipeError(f"{source}: data.vocabulary and data.merges: a GPT-2 tokenizer needs both files, or neither")
+    spec = architecture(recipe.model.backbone)
+    if spec.vocabulary == "byte_bpe" and bool(recipe.data.vocabulary) != bool(recipe.data.merges):
+        raise RecipeError(f"{source}: data.vocabulary and data.merges: a {spec.title} tokenizer needs both files, or neither")
     if recipe.model.preset and not Path(recipe.model.preset).is_dir():
         raise RecipeError(f"{source}: model.preset: not a local directory: {recipe.model.preset}")

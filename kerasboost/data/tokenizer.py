@@ -1,4 +1,4 @@
-"""Tokenizers: WordPiece for BERT, byte-level BPE for GPT-2; trained, loaded from files, or from a preset.
+"""Tokenizers: WordPiece or byte-level BPE, as the architecture says; trained, loaded from files, or from a preset.
 
 Whatever the origin, the vocabulary is written into the run directory, and a run directory's own
 vocabulary wins, so `--resume` and `eval` tokenise exactly as training did.
@@ -13,6 +13,7 @@ from pathlib import Path
 import keras_hub
 import tensorflow as tf
 
+from kerasboost.architectures import architecture
 from kerasboost.data.cache import cached_sequences, cached_text
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir, preset_directory
@@ -25,45 +26,47 @@ BPE_SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>"]
 
 def build_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
     """The tokenizer for `recipe.model.backbone`: run directory > data.vocabulary > model.preset > trained."""
-    if recipe.model.backbone == "gpt2":
-        return _gpt2_tokenizer(recipe, documents, run)
-    return _bert_tokenizer(recipe, documents, run)
+    spec = architecture(recipe.model.backbone)
+    tokenizer_class = getattr(keras_hub.models, spec.tokenizer_class)
+    if spec.vocabulary == "byte_bpe":
+        return _byte_bpe_tokenizer(tokenizer_class, recipe, documents, run)
+    return _word_piece_tokenizer(tokenizer_class, recipe, documents, run)
 
 
-def _bert_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
+def _word_piece_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str], run: RunDir):
     data = recipe.data
     if run.vocabulary_file.is_file():
-        return keras_hub.models.BertTokenizer(vocabulary=str(run.vocabulary_file), lowercase=data.lowercase)
+        return tokenizer_class(vocabulary=str(run.vocabulary_file), lowercase=data.lowercase)
     if data.vocabulary:
-        tokenizer = keras_hub.models.BertTokenizer(vocabulary=data.vocabulary, lowercase=data.lowercase)
+        tokenizer = tokenizer_class(vocabulary=data.vocabulary, lowercase=data.lowercase)
     elif recipe.model.preset:
-        tokenizer = keras_hub.models.BertTokenizer.from_preset(str(preset_directory(recipe.model.preset)))
+        tokenizer = tokenizer_class.from_preset(str(preset_directory(recipe.model.preset)))
     else:
         vocabulary = train_word_piece(documents, data.vocabulary_size, data.lowercase)
-        tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=data.lowercase)
+        tokenizer = tokenizer_class(vocabulary=vocabulary, lowercase=data.lowercase)
     run.vocabulary_file.write_text("".join(token + "\n" for token in tokenizer.get_vocabulary()), encoding="utf-8")
     return tokenizer
 
 
-def _gpt2_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
+def _byte_bpe_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str], run: RunDir):
     if run.bpe_vocabulary_file.is_file():
-        return _load_bpe(run.bpe_vocabulary_file, run.merges_file)
+        return _load_bpe(tokenizer_class, run.bpe_vocabulary_file, run.merges_file)
     data = recipe.data
     if data.vocabulary:
-        tokenizer = _load_bpe(Path(data.vocabulary), Path(data.merges))
+        tokenizer = _load_bpe(tokenizer_class, Path(data.vocabulary), Path(data.merges))
     elif recipe.model.preset:
-        tokenizer = keras_hub.models.GPT2Tokenizer.from_preset(str(preset_directory(recipe.model.preset)))
+        tokenizer = tokenizer_class.from_preset(str(preset_directory(recipe.model.preset)))
     else:
         vocabulary, merges = train_byte_level_bpe(documents, data.vocabulary_size)
-        tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
+        tokenizer = tokenizer_class(vocabulary=vocabulary, merges=merges)
     run.bpe_vocabulary_file.write_text(json.dumps(tokenizer.vocabulary, ensure_ascii=False), encoding="utf-8")
     run.merges_file.write_text("".join(merge + "\n" for merge in tokenizer.merges), encoding="utf-8")
     return tokenizer
 
 
-def _load_bpe(vocabulary: Path, merges: Path):
+def _load_bpe(tokenizer_class, vocabulary: Path, merges: Path):
     lines = [line for line in merges.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#version")]
-    return keras_hub.models.GPT2Tokenizer(vocabulary=json.loads(vocabulary.read_text(encoding="utf-8")), merges=lines)
+    return tokenizer_class(vocabulary=json.loads(vocabulary.read_text(encoding="utf-8")), merges=lines)
 
 
 def train_word_piece(documents: list[str], size: int, lowercase: bool) -> list[str]:

@@ -1,7 +1,7 @@
 """JAX: Keras' own distribution API (`keras.distribution`), one global SPMD program over a device mesh.
 
 DataParallel replicates the variables and splits each batch over the `batch` axis; ModelParallel adds
-a `model` axis and shards the transformer's kernels by `layouts.TRANSFORMER_LAYOUT`. Keras places every
+a `model` axis and shards the transformer's kernels by the architecture's layout (architectures/spec.py). Keras places every
 variable (and optimizer slot) by its layout when it is created, so `keras.distribution.set_distribution`
 runs before the model is built. Several processes (hosts) join through `keras.distribution.initialize`,
 and Keras then feeds each process its slice of every global batch.
@@ -14,6 +14,7 @@ import os
 import jax
 from keras import distribution
 
+from kerasboost.architectures import architecture
 from kerasboost.distribute.engine import Distributed
 from kerasboost.distribute.layouts import BATCH_AXIS, MODEL_AXIS, transformer_layout_map
 from kerasboost.errors import InputError
@@ -74,7 +75,7 @@ def setup(recipe: Recipe) -> KerasDistribution:
         )
     mesh = distribution.DeviceMesh(shape=(replicas, model_shards), axis_names=(BATCH_AXIS, MODEL_AXIS), devices=devices)
     return KerasDistribution(
-        distribution.ModelParallel(layout_map=transformer_layout_map(mesh), batch_dim_name=BATCH_AXIS),
+        distribution.ModelParallel(layout_map=transformer_layout_map(mesh, architecture(recipe.model.backbone).layout), batch_dim_name=BATCH_AXIS),
         "model parallel (keras.distribution.ModelParallel, Megatron layout)",
         replicas, f"mesh {BATCH_AXIS}={replicas} x {MODEL_AXIS}={model_shards} · {count}", needed,
     )

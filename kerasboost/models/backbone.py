@@ -9,16 +9,14 @@ from __future__ import annotations
 import keras
 import keras_hub
 
+from kerasboost.architectures import architecture
 from kerasboost.errors import InputError
 from kerasboost.recipe import ModelConfig
 from kerasboost.rundir import preset_directory
 
-_BACKBONES = {"bert": "BertBackbone", "gpt2": "GPT2Backbone"}
-
-
 def build_backbone(config: ModelConfig, vocabulary_size: int):
     """The keras-hub backbone named by `config.backbone`, built under the current dtype policy."""
-    backbone_class = getattr(keras_hub.models, _BACKBONES[config.backbone])
+    backbone_class = getattr(keras_hub.models, architecture(config.backbone).backbone_class)
     if config.preset:
         preset = preset_directory(config.preset)
         if not (preset / "config.json").is_file():

@@ -1,10 +1,13 @@
-"""GPT-2 causal LM: backbone + the token embedding reused as output projection, and text generation."""
+"""Causal LM: backbone + the token embedding reused as output projection, and text generation through the
+architecture's keras-hub CausalLM task (its samplers and cache)."""
 
 from __future__ import annotations
 
 import keras
 import keras_hub
 import numpy as np
+
+from kerasboost.architectures import architecture_of
 
 
 def build_causal_lm_model(backbone) -> keras.Model:
@@ -13,7 +16,7 @@ def build_causal_lm_model(backbone) -> keras.Model:
     hidden = backbone(inputs)
     logits = backbone.token_embedding(hidden, reverse=True)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model(inputs, logits, name="gpt2_causal_lm")
+    return keras.Model(inputs, logits, name="causal_lm")
 
 
 def generate(backbone, tokenizer, prompts: list[str], max_length: int, strategy: str, top_k: int, top_p: float, seed: int) -> list[tuple[str, int]]:
@@ -24,7 +27,7 @@ def generate(backbone, tokenizer, prompts: list[str], max_length: int, strategy:
         "top_k": lambda: keras_hub.samplers.TopKSampler(k=top_k, seed=seed),
         "top_p": lambda: keras_hub.samplers.TopPSampler(p=top_p, seed=seed),
     }
-    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm = getattr(keras_hub.models, architecture_of(backbone).causal_lm_class)(backbone=backbone, preprocessor=None)
     lm.compile(sampler=samplers[strategy]())
     token_ids = np.zeros((len(prompts), max_length), dtype="int32")
     padding_mask = np.zeros((len(prompts), max_length), dtype=bool)

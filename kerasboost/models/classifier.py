@@ -1,18 +1,19 @@
-"""Text classifiers: a dense head on BERT's pooled [CLS] vector or on GPT-2's last real token."""
+"""Text classifiers: a dense head on the backbone's pooled first token (BERT's [CLS]) or on the last real
+token (a decoder such as GPT-2, whose last position has seen the whole text)."""
 
 from __future__ import annotations
 
 import keras
 
 
-def build_classifier(backbone, num_classes: int, dropout: float, uses_segments: bool) -> keras.Model:
-    """{token_ids, padding_mask[, segment_ids]} -> class logits (float32)."""
+def build_classifier(backbone, num_classes: int, dropout: float, uses_segments: bool, pooling: str) -> keras.Model:
+    """{token_ids, padding_mask[, segment_ids]} -> class logits (float32); `pooling`: pooled | last_token."""
     names = ("token_ids", "segment_ids", "padding_mask") if uses_segments else ("token_ids", "padding_mask")
     inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}
     outputs = backbone(inputs)
-    if isinstance(outputs, dict):
+    if pooling == "pooled":
         features = outputs["pooled_output"]
-    else:  # a decoder: the last non-padding position has seen the whole text
+    else:
         last = keras.ops.sum(inputs["padding_mask"], axis=1, keepdims=True) - 1
         features = keras.ops.take_along_axis(outputs, keras.ops.expand_dims(last, -1), axis=1)[:, 0, :]
     features = keras.layers.Dropout(dropout, name="classifier_dropout")(features)

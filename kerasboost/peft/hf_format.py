@@ -1,12 +1,12 @@
 """Hugging Face PEFT adapters: export ours as `adapter_config.json` + `adapter_model.safetensors`, import theirs.
 
-Exported keys name the modules of `BertModel` (encoder.layer.N...) and of `GPT2LMHeadModel`
-(transformer.h.N...), the classes one serves a BERT encoder and a GPT-2 LM with; `target_modules` also
-matches them under any prefix (BertForSequenceClassification's bert., ...). Import accepts keys with or
-without the bert. / transformer. prefix. PEFT stores lora_A (r, in) and lora_B (out, r): the
-transposes of ours.
+Exported keys name the Hugging Face modules the architecture gives (architectures/): for BERT those of
+`BertModel` (encoder.layer.N...), for GPT-2 those of `GPT2LMHeadModel` (transformer.h.N...), the classes
+one serves an encoder and an LM with; `target_modules` also matches them under any prefix
+(BertForSequenceClassification's bert., ...). Import accepts keys with or without the base model's
+prefix. PEFT stores lora_A (r, in) and lora_B (out, r): the transposes of ours.
 
-GPT-2 fuses query, key and value into one `c_attn` (a Conv1D with 3 * hidden outputs). Our separate
+Where an architecture fuses projections (GPT-2 query, key and value into one `c_attn` (a Conv1D with 3 * hidden outputs), our separate
 q/k/v adapters of rank r become one c_attn adapter of rank n * r (n = how many of q/k/v are adapted):
 lora_A stacks the n A matrices, lora_B is block-diagonal, and alpha is scaled (n * alpha, or
 sqrt(n) * alpha with rsLoRA) so that alpha / rank is unchanged; PEFT's `rank_pattern` / `alpha_pattern`
@@ -26,21 +26,12 @@ import keras
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from kerasboost.architectures import architecture_of
 from kerasboost.errors import InputError
 from kerasboost.peft.inject import PeftReport, adapter_layers, freeze_all_but, projections, quantize_projections
 from kerasboost.peft.lora import attach_lora
 from kerasboost.recipe import PeftConfig
 
-BERT_MODULES = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "attention_output": "attention.output.dense",
-    "intermediate": "intermediate.dense",
-    "output": "output.dense",
-}
-GPT2_MODULES = {"attention_output": "attn.c_proj", "intermediate": "mlp.c_fc", "output": "mlp.c_proj"}
-FUSED = ("query", "key", "value")
 PREFIX = "base_model.model."
 
 
@@ -52,19 +43,17 @@ def _block(path: str) -> int:
     return int(re.search(r"transformer_layer_(\d+)", path).group(1))
 
 
-def _is_gpt2(backbone) -> bool:
-    return type(backbone).__name__.startswith("GPT2")
-
-
 def _module(backbone, block: int, name: str) -> str:
     """The HF module name, without the model-class prefix."""
-    if _is_gpt2(backbone):
-        return f"h.{block}." + ("attn.c_attn" if name in FUSED else GPT2_MODULES[name])
-    return f"encoder.layer.{block}.{BERT_MODULES[name]}"
+    return architecture_of(backbone).hugging_face.module(block, name)
+
+
+def _fused(backbone) -> tuple[str, ...]:
+    return architecture_of(backbone).hugging_face.fused
 
 
 def _key_prefix(backbone) -> str:
-    return PREFIX + ("transformer." if _is_gpt2(backbone) else "")
+    return PREFIX + architecture_of(backbone).hugging_face.export_prefix
 
 
 def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
@@ -79,7 +68,7 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
     fused: dict[int, dict[str, object]] = {}
     for layer in layers:
         name = names[layer.path]
-        if _is_gpt2(backbone) and name in FUSED:
+        if name in _fused(backbone):
             fused.setdefault(_block(layer.path), {})[name] = layer
             continue
         module = _module(backbone, _block(layer.path), name)
@@ -90,15 +79,15 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
         if dora:
             tensors[f"{key}.lora_magnitude_vector"] = _numpy(layer.adapter_magnitude)
     for block, parts in fused.items():
-        module = _module(backbone, block, "query")
+        module = _module(backbone, block, _fused(backbone)[0])
         modules.add(module)
         any_layer = next(iter(parts.values()))
         hidden = any_layer.adapter_shape[1]
-        present = [name for name in FUSED if name in parts]
+        present = [name for name in _fused(backbone) if name in parts]
         lora_a = np.concatenate([_numpy(parts[name].adapter_a).T for name in present])
-        lora_b = np.zeros((3 * hidden, rank * len(present)), np.float32)
+        lora_b = np.zeros((len(_fused(backbone)) * hidden, rank * len(present)), np.float32)
         magnitude = []
-        for slot, name in enumerate(FUSED):
+        for slot, name in enumerate(_fused(backbone)):
             if name in parts:
                 column = present.index(name) * rank
                 lora_b[slot * hidden : (slot + 1) * hidden, column : column + rank] = _numpy(parts[name].adapter_b).T
@@ -129,7 +118,7 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
         "target_modules": r"^(?:.*\.)?(?:" + "|".join(re.escape(module) for module in sorted(modules)) + ")$",
         "rank_pattern": {re.escape(k): v for k, v in rank_pattern.items()},
         "alpha_pattern": {re.escape(k): v for k, v in alpha_pattern.items()},
-        "fan_in_fan_out": _is_gpt2(backbone),
+        "fan_in_fan_out": architecture_of(backbone).hugging_face.fan_in_fan_out,
         "bias": "none",
         "modules_to_save": None,
         "init_lora_weights": True,
@@ -152,7 +141,7 @@ def is_peft_adapter(directory: Path) -> bool:
 
 
 def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftConfig, seed: int) -> PeftReport:
-    """Adds a Hugging Face PEFT LoRA/DoRA adapter to `model` (BERT or GPT-2) and freezes the rest."""
+    """Adds a Hugging Face PEFT LoRA/DoRA adapter to `model` and freezes the rest."""
     config = json.loads((directory / "adapter_config.json").read_text())
     if config.get("peft_type") != "LORA":
         raise InputError(f"peft.adapter: {directory} is a {config.get('peft_type')} adapter; only LORA is supported")
@@ -177,7 +166,7 @@ def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftCon
         if not key.endswith(".lora_A"):
             continue
         module = key.removeprefix(PREFIX).removesuffix(".lora_A")
-        module = re.sub(r"^(bert|transformer)\.", "", module)
+        module = module.removeprefix(architecture_of(backbone).hugging_face.base_model + ".")
         if module not in by_module:
             raise InputError(f"peft.adapter: {directory}: module {module!r} is not in this {type(backbone).__name__}")
         lora_a, lora_b = tensors[key], tensors[key.removesuffix("lora_A") + "lora_B"]
@@ -185,7 +174,7 @@ def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftCon
         rank = int(pattern(config.get("rank_pattern"), module, config["r"]))
         alpha = float(pattern(config.get("alpha_pattern"), module, config["lora_alpha"]))
         for layer, name in by_module[module]:
-            part = FUSED.index(name) if _is_gpt2(backbone) and name in FUSED else None
+            part = _fused(backbone).index(name) if name in _fused(backbone) else None
             attach_lora(layer, method, rank, alpha, settings.dropout, rslora, settings.init, seed)
             fan_in, fan_out = layer.adapter_shape
             rows = slice(part * fan_out, (part + 1) * fan_out) if part is not None else slice(None)

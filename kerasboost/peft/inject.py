@@ -1,7 +1,7 @@
 """Putting adapters into a keras-hub model: which projections, what stays trainable, what it costs.
 
 Targets are named after keras-hub's sublayers (`query`, `key`, `value`, `attention_output`,
-`intermediate`, `output`), or `all-linear` for all six, or regular expressions on layer paths written
+`intermediate`, `output`; the private attribute names are in architectures/spec.py), or `all-linear` for all six, or regular expressions on layer paths written
 `re:PATTERN`. `exclude` patterns remove matches. Everything else is frozen, except the layers named in
 `modules_to_save` (e.g. a classification head), which train in full.
 """
@@ -16,20 +16,12 @@ from typing import Optional
 import keras
 import numpy as np
 
+from kerasboost.architectures.spec import KERAS_HUB_PROJECTIONS, SELF_ATTENTION_ATTRIBUTE
 from kerasboost.errors import InputError
 from kerasboost.peft.lora import LoraLayer, attach_lora
 from kerasboost.recipe import PeftConfig
 
-# keras-hub attribute -> target name, for BERT's and GPT-2's transformer blocks.
-SUBLAYERS = {
-    "_query_dense": "query",
-    "_key_dense": "key",
-    "_value_dense": "value",
-    "_output_dense": "attention_output",
-    "_feedforward_intermediate_dense": "intermediate",
-    "_feedforward_output_dense": "output",
-}
-ALL_LINEAR = tuple(SUBLAYERS.values())
+ALL_LINEAR = tuple(KERAS_HUB_PROJECTIONS.values())
 
 
 @dataclass
@@ -54,9 +46,9 @@ def projections(model: keras.Model) -> dict[str, tuple[keras.layers.Layer, str]]
     """Every attention / feed-forward projection of the model's transformer blocks: path -> (layer, name)."""
     found = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        attention = getattr(layer, "_self_attention_layer", None)
+        attention = getattr(layer, SELF_ATTENTION_ATTRIBUTE, None)
         for owner in (layer, attention):
-            for attribute, name in SUBLAYERS.items():
+            for attribute, name in KERAS_HUB_PROJECTIONS.items():
                 sublayer = getattr(owner, attribute, None) if owner is not None else None
                 if isinstance(sublayer, (keras.layers.Dense, keras.layers.EinsumDense)):
                     found[sublayer.path] = (sublayer, name)

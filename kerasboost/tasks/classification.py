@@ -1,4 +1,4 @@
-"""task: classification — a classifier head on a BERT or GPT-2 backbone, labels from the data."""
+"""task: classification — a classifier head on any backbone, labels from the data."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasboost.architectures import architecture
 from kerasboost.data.pipeline import Batches
 from kerasboost.data.classification import encode_texts, label_names, label_transform
 from kerasboost.data.tokenizer import build_tokenizer, tokenize
@@ -30,15 +31,16 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         run.labels_file.write_text(json.dumps(names, indent=1) + "\n", encoding="utf-8")
     index = {name: i for i, name in enumerate(names)}
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
-    bert = recipe.model.backbone == "bert"
-    start_id = tokenizer.cls_token_id if bert else None
-    end_id = tokenizer.sep_token_id if bert else tokenizer.end_token_id
+    spec = architecture(recipe.model.backbone)
+    start, end = spec.text_ends
+    start_id = getattr(tokenizer, start) if start else None
+    end_id = getattr(tokenizer, end)
     examples = {}
     for split, documents in (("train", train_docs), ("validation", validation_docs)):
         encoded = encode_texts(tokenize(tokenizer, [doc.text for doc in documents]), data.sequence_length, start_id, end_id, tokenizer.pad_token_id)
         examples[split] = {**encoded, "label": np.array([index[doc.label] for doc in documents], dtype=np.int32)}
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
-    model = build_classifier(backbone, len(names), recipe.model.classifier_dropout, uses_segments=bert)
+    model = build_classifier(backbone, len(names), recipe.model.classifier_dropout, uses_segments=spec.segments, pooling=spec.classifier_pooling)
     counts = np.bincount(examples["validation"]["label"], minlength=len(names))
     summary = [
         describe_data(report, train_docs, validation_docs, len(train_docs), len(validation_docs), "texts"),
@@ -51,7 +53,7 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         summary.append(notice)
     return Task(
         tokenizer,
-        Batches(examples["train"], examples["validation"], label_transform(bert), data.sequence_length),
+        Batches(examples["train"], examples["validation"], label_transform(spec.segments), data.sequence_length),
         backbone,
         model,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

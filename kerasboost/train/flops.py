@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from kerasboost.architectures import architecture_of
 from kerasboost.data.mlm import max_predictions
 from kerasboost.recipe import Recipe
 
@@ -64,7 +65,8 @@ def _position_shares(recipe: Recipe, backbone):
     """The share of a sequence's positions each weight's layer runs on (see the module docstring)."""
     per_sequence = 1.0 / recipe.data.sequence_length
     in_backbone = {id(variable) for variable in backbone.weights}
-    pooler = {id(variable) for layer in backbone.layers if layer.name == "pooled_dense" for variable in layer.weights}
+    once = architecture_of(backbone).per_sequence_layers
+    pooler = {id(variable) for layer in backbone.layers if layer.name in once for variable in layer.weights}
 
     def share(variable) -> float:
         if id(variable) in in_backbone:

@@ -31,7 +31,7 @@ def test_bert_mlm_counts_the_pooler_once_per_sequence_and_the_head_at_the_masked
 def test_bert_classifier_counts_the_pooler_and_the_head_once_per_sequence_and_no_vocabulary():
     backbone = _backbone(tiny_bert_mlm(0.0, vocabulary=VOCABULARY, sequence=SEQUENCE))
     backbone.get_layer("pooled_dense").trainable = True
-    model = build_classifier(backbone, num_classes=3, dropout=0.0, uses_segments=True)
+    model = build_classifier(backbone, num_classes=3, dropout=0.0, uses_segments=True, pooling="pooled")
     recipe = load_recipe(ROOT / "recipes" / "classify.yaml", [f"data.sequence_length={SEQUENCE}"])
     expected = PER_POSITION + 6 * (POOLER + HIDDEN * 3 + 3) / SEQUENCE + SCORES_AND_VALUES
     assert flops_per_token(recipe, model, backbone) == expected
