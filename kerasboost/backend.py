@@ -96,7 +96,7 @@ def set_precision(train) -> str:
     recipe.yaml records what ran); returns the policy, with the reason when it was chosen here.
 
     `auto` is mixed_bfloat16 where the backend computes bfloat16 natively, else float32. Measured on an
-    AVX512-BF16 CPU (tools/bench.py, README Performance): bf16 trains faster than fp32 under TensorFlow
+    AVX512-BF16 CPU (tools/bench.py, docs/performance.md): bf16 trains faster than fp32 under TensorFlow
     and PyTorch, while XLA's CPU backend under JAX emulates bf16 matmuls through fp32 and is slower.
     """
     import keras
@@ -116,8 +116,8 @@ def jit_compile(setting):
     """`train.jit_compile` for `compile`; `auto` leaves the choice to Keras (XLA wherever the model allows)
     except under TensorFlow without a GPU or TPU, where TensorFlow's own graph kernels (oneDNN, with
     AVX512-BF16 where the CPU has it) train faster than XLA's CPU backend, with the feed-forward GELU
-    alone compiled by XLA (models/fused_gelu.py): measured with `kerasboost bench` on the issue's BERT
-    and GPT-2 workloads, +3-14 % in float32 (5 of 5 pairs) and +27-44 % in mixed_bfloat16. JAX always
+    alone compiled by XLA (models/fused_gelu.py), as measured with `kerasboost bench` on BERT and GPT-2
+    in float32 and mixed_bfloat16 (docs/performance.md). JAX always
     compiles with XLA; PyTorch stays eager (torch.compile was slower here)."""
     import keras
 

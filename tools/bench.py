@@ -8,8 +8,8 @@ bf16 autocast.
 
 Each measurement runs in a fresh process (Keras fixes its backend at import). Repeats interleave: every
 system runs once before any runs again, so slow drifts of the machine spread over all of them. The
-report (markdown + JSON, under runs/bench/) holds the median tokens/s of each system and the ratios the
-README quotes. kerasboost reads real text through its pipeline; the baselines train on pre-tokenised
+report (markdown + JSON, under runs/bench/) holds the median tokens/s of each system and the ratios
+docs/performance.md quotes. kerasboost reads real text through its pipeline; the baselines train on pre-tokenised
 random tokens, so the kerasboost / keras-hub ratio also covers the input pipeline. The baselines use the
 vocabulary size kerasboost's tokenizer reached (WordPiece stops below 8192 on the built-in corpus), so
 every system trains the same model.

@@ -1,6 +1,6 @@
 """A cache for derived data that is slow to compute and fully determined by its inputs.
 
-Trained WordPiece vocabularies live here (keras-hub's trainer takes ~12 s on the built-in corpus), and
+Trained WordPiece vocabularies live here (keras-hub's trainer takes seconds even on the built-in corpus), and
 so do tokenised documents (a large corpus takes minutes to tokenise, packing and masking then take
 moments), so a rerun, a variant recipe or a resumed run skips both. The key is a SHA-256 of everything
 the result depends on; entries are written atomically. The cache sits in $KERASBOOST_CACHE_DIR, else

@@ -2,7 +2,7 @@
 
     jax         keras.distribution: DataParallel, or ModelParallel with our Megatron layouts (layouts.py);
                 several processes via keras.distribution.initialize
-    tensorflow  tf.distribute: MirroredStrategy, MultiWorkerMirroredStrategy (TF_CONFIG), TPUStrategy
+    tensorflow  tf.distribute: MirroredStrategy, TPUStrategy (several hosts are refused: see tensorflow.py)
     torch       torch.distributed (gloo on CPU, nccl on GPU): one process per replica, started by
                 torchrun or `kerasboost run --nproc N` (launch.py); gradients averaged every step
 

@@ -6,7 +6,7 @@ block) is one of the largest non-matmul costs of a BERT or GPT-2 step. `PackedDr
 integer per pair of elements and compares each 15-bit half with `round(rate * 2**15)`: half the random
 numbers, the same mask distribution up to a rate rounded to 1/32768 (fused attention kernels such as
 FlashAttention round theirs to 1/256). Kept elements are scaled by the inverse of the exact keep
-probability, so the expected output equals the input. Measured in README's Performance section.
+probability, so the expected output equals the input. Measured in docs/performance.md.
 
 `pack_dropouts` swaps the class of a built model's plain `keras.layers.Dropout` layers (keras-hub's and
 our heads'): no variable, weight path or config changes, so checkpoints and presets are unaffected.

@@ -9,7 +9,7 @@ for every equation of that shape (inputs `batch + contracted`, kernel `contracte
 `batch + free`) and leaves others, Keras' own LoRA and quantized kernels to Keras. Only the layer's class
 changes, and it keeps Keras' name, because Keras keys saved weights by class name (see layer_norm.py).
 JAX and TensorFlow under XLA lower einsums to one dot already, so nothing is swapped there.
-Measured in README's Performance section.
+Measured in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ function compiled by XLA into one pass forward and one backward (the derivative 
 saved input), computed in float32 whatever the layer's dtype. Only the layer's `activation` attribute
 changes: no variable, weight path or config, so checkpoints and presets are unaffected. JAX (XLA) and
 PyTorch (one ATen kernel each way) already fuse it, and so does TensorFlow when the whole step is
-compiled with XLA, so elsewhere nothing is swapped. Measured in README's Performance section.
+compiled with XLA, so elsewhere nothing is swapped. Measured in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ saved normalised input: fewer passes. Arithmetic is float32 whatever the layer's
 Only the layer's class changes (no variable, weight path or config), and the class keeps Keras' name,
 because Keras keys a model's saved weights by its layers' class names: checkpoints and presets load
 into plain keras-hub models and back. JAX (XLA) and PyTorch (`F.layer_norm`, which Keras calls) have
-fused kernels already, so nothing is swapped there, nor under XLA. Measured in README's Performance
-section.
+fused kernels already, so nothing is swapped there, nor under XLA. Measured in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ forward, nothing extra backward. Every row with at least one kept key gives Kera
 inside an all-padding stretch, averages the values where Keras gives zeros; such positions are padding,
 which real tokens never attend to and losses skip. Only the layer's class changes, and it keeps Keras'
 name (see layer_norm.py). Under XLA the selects fuse into the softmax, so nothing is swapped there.
-Measured in README's Performance section.
+Measured in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ TensorFlow trains exactly as JAX and PyTorch do (their gradients are dense).
 
 Clipping, the learning-rate schedule, accumulation, the weight-decay exclusions and the slot variables
 are Keras' own, so checkpoints are interchangeable with `keras.optimizers.AdamW` on every backend.
-Measured in README's Performance section.
+Measured in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Distributed training on CPU, once per backend, each in its own pytest process.
 
-`tests/test_distribute.py` starts `pytest tests/distribute` with KERASBOOST_TEST_BACKEND set, and for
+`tests/test_backends.py` starts `pytest tests/distribute` with KERASBOOST_TEST_BACKEND set, and for
 JAX with XLA_FLAGS making 4 CPU devices. TensorFlow gets 2 logical CPU devices here, before its runtime
 starts. Model parallel exists on JAX only. Without KERASBOOST_TEST_BACKEND nothing here is collected.
 """
