@@ -13,7 +13,6 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 from kerasboost.errors import InputError
 from kerasboost.recipe import BACKENDS, Recipe
@@ -25,7 +24,7 @@ _QUIET_ENV = {
 }
 
 
-def resolve_backend(cli_backend: Optional[str], recipe_backend: Optional[str]) -> str:
+def resolve_backend(cli_backend: str | None, recipe_backend: str | None) -> str:
     """`--backend` > `KERAS_BACKEND` > recipe `backend:` > ~/.keras/keras.json > tensorflow."""
     env_backend = os.environ.get("KERAS_BACKEND") or None
     for origin, name in (("--backend", cli_backend), ("KERAS_BACKEND", env_backend), ("backend", recipe_backend)):
@@ -36,7 +35,7 @@ def resolve_backend(cli_backend: Optional[str], recipe_backend: Optional[str]) -
     return _keras_json_backend() or "tensorflow"
 
 
-def _keras_json_backend() -> Optional[str]:
+def _keras_json_backend() -> str | None:
     keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     try:
         name = json.loads((keras_home / "keras.json").read_text()).get("backend")
@@ -144,7 +143,7 @@ def steps_per_execution(recipe: Recipe) -> int:
     return max(n for n in range(1, 17) if interval % n == 0)
 
 
-def _bfloat16_unit() -> Optional[str]:
+def _bfloat16_unit() -> str | None:
     """What computes bfloat16 natively for the current backend: a TPU, a GPU of compute capability 8.0
     or later, or (TensorFlow, PyTorch) a CPU with AMX-BF16 or AVX512-BF16; None if nothing does."""
     import keras
@@ -178,9 +177,11 @@ def _bfloat16_unit() -> Optional[str]:
     return _cpu_bfloat16_unit()
 
 
-def _cpu_bfloat16_unit() -> Optional[str]:
+def _cpu_bfloat16_unit() -> str | None:
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+        ).split()
     except (OSError, StopIteration):
         return None
     for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")):

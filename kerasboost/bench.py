@@ -19,7 +19,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import keras
 import numpy as np
@@ -60,7 +59,7 @@ def steady_step_time(seconds: np.ndarray, steps: np.ndarray, skipped: int) -> fl
     return float(statistics.median(np.asarray(seconds[skipped:]) / np.asarray(steps[skipped:])))
 
 
-def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Optional[Path] = None, top: int = 15) -> dict:
+def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = None, top: int = 15) -> dict:
     """Trains `steps` optimizer steps of `recipe` and returns the measurements (see the module docstring);
     with `profile`, also a profiler trace written there and the `top` operations by time."""
     set_precision(recipe.train)
@@ -70,14 +69,20 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Optional[Path] =
         task, _ = build_task(recipe, RunDir(Path(scratch)), documents, Distributed())
         batches = task.batches
         micro_batch = config.batch_size // config.gradient_accumulation
-        dataset = training_batches(batches.train, batches.transform, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation)
+        dataset = training_batches(
+            batches.train, batches.transform, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation
+        )
         micro_batches = steps * config.gradient_accumulation
         executed = steps_per_execution(recipe)
         skipped = math.ceil(warmup * config.gradient_accumulation / executed)
         first_execution, steady = _timed_fit(task.model, dataset, micro_batches, config.gradient_accumulation, skipped)
         synthetic = dataset.take(1).cache().repeat()
         _, synthetic_steady = _timed_fit(task.model, synthetic, micro_batches, config.gradient_accumulation, skipped=1)
-        profiled = _profiled_fit(task.model, dataset, min(steps, 10), config.gradient_accumulation, profile, top) if profile else {}
+        profiled = (
+            _profiled_fit(task.model, dataset, min(steps, 10), config.gradient_accumulation, profile, top)
+            if profile
+            else {}
+        )
     tokens_per_second = config.batch_size * batches.tokens_per_example / steady
     speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype(), size=2048))
     model = task.model
@@ -90,7 +95,8 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Optional[Path] =
         "vocabulary_size": int(task.backbone.vocabulary_size),
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
-        "optimizer_state_mib": sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables) / 2**20,
+        "optimizer_state_mib": sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables)
+        / 2**20,
         "steps_per_execution": executed,
         "time_to_first_step_s": float(first_execution[0] - (first_execution[1] - 1) * steady),
         "step_time_s": float(steady),
@@ -106,7 +112,9 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Optional[Path] =
     }
 
 
-def _timed_fit(model, dataset, micro_batches: int, accumulation: int, skipped: int) -> tuple[tuple[float, float], float]:
+def _timed_fit(
+    model, dataset, micro_batches: int, accumulation: int, skipped: int
+) -> tuple[tuple[float, float], float]:
     """Trains on `micro_batches` of `dataset`: (seconds and steps of the first execution, median seconds
     per optimizer step over the executions after the first `skipped`)."""
     timer = StepTimer(limit=micro_batches)
@@ -125,7 +133,12 @@ def _profiled_fit(model, dataset, steps: int, accumulation: int, directory: Path
 
 def format_profile(row: dict) -> str:
     """The operations of a profiled `benchmark` row that took the most time, as markdown."""
-    lines = [f"{row['backend']} {row['precision']}: trace in {row['profile_dir']}", "", "| operation | ms per step | share |", "|---|---|---|"]
+    lines = [
+        f"{row['backend']} {row['precision']}: trace in {row['profile_dir']}",
+        "",
+        "| operation | ms per step | share |",
+        "|---|---|---|",
+    ]
     lines += [f"| {op['op']} | {op['ms_per_step']:,.2f} | {op['share']:.1%} |" for op in row["top_ops"]]
     return "\n".join(lines)
 
@@ -143,12 +156,16 @@ def normalise_mfu(rows: list[dict]) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """A markdown table of `benchmark` rows."""
-    header = "| backend | precision | tokens/s | step ms | first step s | TFLOP/s | MFU | input ratio | peak memory MiB | optimizer MiB |"
+    header = (
+        "| backend | precision | tokens/s | step ms | first step s | TFLOP/s | MFU | input ratio | peak memory MiB | "
+        "optimizer MiB |"
+    )
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for row in rows:
         lines.append(
-            f"| {row['backend']} | {row['precision']} | {row['tokens_per_second']:,.0f} | {row['step_time_s'] * 1e3:,.1f} | "
-            f"{row['time_to_first_step_s']:.1f} | {row['model_tflops']:.3f} | {row['mfu']:.1%} | {row['input_ratio']:.2f} | {row['peak_memory_mib']:,.0f} | "
+            f"| {row['backend']} | {row['precision']} | {row['tokens_per_second']:,.0f} | "
+            f"{row['step_time_s'] * 1e3:,.1f} | {row['time_to_first_step_s']:.1f} | {row['model_tflops']:.3f} | "
+            f"{row['mfu']:.1%} | {row['input_ratio']:.2f} | {row['peak_memory_mib']:,.0f} | "
             f"{row['optimizer_state_mib']:,.1f} |"
         )
     return "\n".join(lines)

@@ -14,15 +14,21 @@ from pathlib import Path
 import click
 import yaml
 
-from kerasboost.version import __version__
 from kerasboost.distribute import check_strategy
 from kerasboost.errors import InputError
 from kerasboost.recipe import BACKENDS, check_files, load_recipe
+from kerasboost.version import __version__
 
 # bench --quick: a tiny model, to check that the tool works (its numbers mean nothing).
 _QUICK_BENCH = (
-    "model.config.num_layers=2", "model.config.num_heads=2", "model.config.hidden_dim=32", "model.config.intermediate_dim=64",
-    "model.config.max_sequence_length=32", "data.sequence_length=32", "data.vocabulary_size=1000", "data.max_documents=300",
+    "model.config.num_layers=2",
+    "model.config.num_heads=2",
+    "model.config.hidden_dim=32",
+    "model.config.intermediate_dim=64",
+    "model.config.max_sequence_length=32",
+    "data.sequence_length=32",
+    "data.vocabulary_size=1000",
+    "data.max_documents=300",
     "train.batch_size=8",
 )
 _SET_HELP = "Override a recipe key, typed by the schema, e.g. --set train.batch_size=8 (repeatable)."
@@ -42,11 +48,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Run directory (default runs/<name>/<timestamp>).")
-@click.option("--resume", is_flag=True, help="Continue the run in --output-dir (default runs/<name>/latest) from its last checkpoint.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Start this many processes on this host (distribution.strategy must not be none).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --output-dir (default runs/<name>/latest) from its last checkpoint.",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Start this many processes on this host (distribution.strategy must not be none).",
+)
 @click.pass_context
-def run(ctx: click.Context, recipe: str, overrides: tuple[str, ...], backend: str | None, output_dir: str | None, resume: bool, nproc: int) -> None:
+def run(
+    ctx: click.Context,
+    recipe: str,
+    overrides: tuple[str, ...],
+    backend: str | None,
+    output_dir: str | None,
+    resume: bool,
+    nproc: int,
+) -> None:
     """Train the model that RECIPE describes."""
     from kerasboost.backend import resolve_backend, select_backend
 
@@ -70,15 +93,32 @@ def run(ctx: click.Context, recipe: str, overrides: tuple[str, ...], backend: st
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--steps", type=click.IntRange(min=2), default=30, show_default=True, help="Optimizer steps to time.")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Steps left out of the median.")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Steps left out of the median."
+)
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
-@click.option("--backends", help="Comma-separated backends, each measured in its own process, e.g. jax,tensorflow,torch.")
+@click.option(
+    "--backends", help="Comma-separated backends, each measured in its own process, e.g. jax,tensorflow,torch."
+)
 @click.option("--quick", is_flag=True, help="A tiny model and 3 steps: checks the tool, measures nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-@click.option("--profile", type=click.Path(file_okay=False), help="Also profile up to 10 steps with the backend's profiler: "
-              "a trace under DIR/<backend> (TensorBoard) and the operations that took the most time.")
-def bench(recipe: str, overrides: tuple[str, ...], steps: int, warmup: int, backend: str | None, backends: str | None, quick: bool, as_json: bool,
-          profile: str | None) -> None:
+@click.option(
+    "--profile",
+    type=click.Path(file_okay=False),
+    help="Also profile up to 10 steps with the backend's profiler: "
+    "a trace under DIR/<backend> (TensorBoard) and the operations that took the most time.",
+)
+def bench(
+    recipe: str,
+    overrides: tuple[str, ...],
+    steps: int,
+    warmup: int,
+    backend: str | None,
+    backends: str | None,
+    quick: bool,
+    as_json: bool,
+    profile: str | None,
+) -> None:
     """Measure how fast RECIPE trains here: tokens/s, step time, compile time, MFU and memory."""
     from kerasboost.backend import resolve_backend
 
@@ -119,7 +159,16 @@ def _bench_in_process(recipe: str, overrides, backend: str, steps: int, warmup: 
     import subprocess
 
     args = [sys.executable, "-m", "kerasboost", "bench", recipe, *_set_args(overrides)]
-    args += ["--steps", str(steps), "--warmup", str(warmup), "--backend", backend, "--json", *(["--profile", profile] if profile else [])]
+    args += [
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--backend",
+        backend,
+        "--json",
+        *(["--profile", profile] if profile else []),
+    ]
     process = subprocess.run(args, capture_output=True, text=True)
     if process.returncode != 0:
         lines = process.stderr.strip().splitlines() or ["(no output)"]
@@ -129,12 +178,20 @@ def _bench_in_process(recipe: str, overrides, backend: str, steps: int, warmup: 
 
 @cli.command("eval")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--from", "source", required=True, type=click.Path(), help="A run directory (newest checkpoint) or a preset directory.")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(),
+    help="A run directory (newest checkpoint) or a preset directory.",
+)
 @click.option("--data", type=click.Path(), help="Evaluate on this file instead of the recipe's validation data.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(recipe: str, source: str, data: str | None, overrides: tuple[str, ...], backend: str | None, as_json: bool) -> None:
+def evaluate(
+    recipe: str, source: str, data: str | None, overrides: tuple[str, ...], backend: str | None, as_json: bool
+) -> None:
     """Compute RECIPE's task metrics for a trained model on its validation data (or --data)."""
     from kerasboost.backend import resolve_backend, select_backend
 
@@ -157,9 +214,15 @@ def evaluate(recipe: str, source: str, data: str | None, overrides: tuple[str, .
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--format", "form", type=click.Choice(["preset", "merged", "adapter", "peft"]), default="preset", show_default=True,
-              help="preset: the backbone without adapters (the base); merged: adapters folded in; "
-              "adapter: our adapter files; peft: Hugging Face PEFT adapter files.")
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["preset", "merged", "adapter", "peft"]),
+    default="preset",
+    show_default=True,
+    help="preset: the backbone without adapters (the base); merged: adapters folded in; "
+    "adapter: our adapter files; peft: Hugging Face PEFT adapter files.",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-FORMAT).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
 def export(run_dir: str, form: str, out: str | None, backend: str | None) -> None:
@@ -237,11 +300,16 @@ def check_distribution(recipe, backend: str, nproc: int) -> None:
     check_strategy(recipe, backend)
     strategy = recipe.distribution.strategy
     if nproc > 1 and backend == "tensorflow":
-        raise InputError(f"--nproc {nproc}: tensorflow runs one process per host (MirroredStrategy over its devices); use distribution.mesh.batch")
+        raise InputError(
+            f"--nproc {nproc}: tensorflow runs one process per host (MirroredStrategy over its devices); "
+            "use distribution.mesh.batch"
+        )
     if nproc > 1 and strategy == "none":
         raise InputError(f"--nproc {nproc}: distribution.strategy is none; set distribution.strategy=data_parallel")
     if nproc > 1 and recipe.distribution.num_processes not in (None, nproc):
-        raise InputError(f"--nproc {nproc}: the recipe's distribution.num_processes is {recipe.distribution.num_processes}")
+        raise InputError(
+            f"--nproc {nproc}: the recipe's distribution.num_processes is {recipe.distribution.num_processes}"
+        )
 
 
 def bundled_recipes_dir() -> Path:
@@ -275,5 +343,8 @@ def main() -> None:
         if debug:
             traceback.print_exc()
         message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        click.echo(f"error: {type(err).__name__}: {message}" + ("" if debug else " (run with --debug for the traceback)"), err=True)
+        click.echo(
+            f"error: {type(err).__name__}: {message}" + ("" if debug else " (run with --debug for the traceback)"),
+            err=True,
+        )
         sys.exit(1)

@@ -30,7 +30,9 @@ def merged_backbone(backbone):
 
 def plain_backbone(backbone, merge: bool):
     """A plain float copy of `backbone`: adapters merged in (`merge`) or left out (the frozen base)."""
-    special = [layer for layer, _ in projections(backbone).values() if isinstance(layer, LoraLayer) or layer.quantization_mode]
+    special = [
+        layer for layer, _ in projections(backbone).values() if isinstance(layer, LoraLayer) or layer.quantization_mode
+    ]
     if not special:
         return backbone
     # An int8 base records its layers' quantized policies in the config's dtype: build with plain ones.

@@ -45,7 +45,11 @@ def profile_trace(directory: Path):
             yield times
         profiler.export_chrome_trace(str(directory / "trace.pt.trace.json"))
         averages = profiler.key_averages()
-        times.milliseconds = {event.key: event.self_cpu_time_total / 1e3 for event in averages if event.key.startswith("aten::") and event.self_cpu_time_total > 0}
+        times.milliseconds = {
+            event.key: event.self_cpu_time_total / 1e3
+            for event in averages
+            if event.key.startswith("aten::") and event.self_cpu_time_total > 0
+        }
         return
     if backend == "jax":
         import jax
@@ -96,5 +100,8 @@ def xplane_op_times(path: Path, backend: str) -> dict[str, float]:
 def _leaves(named: list) -> list:
     """The (name, event) pairs of one thread whose event holds no other (a loop's body counts, not the loop)."""
     ordered = sorted(named, key=lambda pair: pair[1].offset_ps)
-    return [(name, event) for (name, event), following in zip(ordered, [*ordered[1:], None])
-            if following is None or following[1].offset_ps >= event.offset_ps + event.duration_ps]
+    return [
+        (name, event)
+        for (name, event), following in zip(ordered, [*ordered[1:], None])
+        if following is None or following[1].offset_ps >= event.offset_ps + event.duration_ps
+    ]

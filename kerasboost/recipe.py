@@ -10,7 +10,7 @@ import difflib
 import glob
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
@@ -29,21 +29,21 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: Union[str, list[str]] = "builtin:pydocs"
+    source: str | list[str] = "builtin:pydocs"
     format: Literal["auto", "text", "jsonl", "csv"] = "auto"
     document_split: Literal["line", "blank_line"] = "blank_line"
     field: str = "text"
     label_field: str = "label"
-    max_documents: Optional[int] = Field(default=None, gt=0)
-    validation_source: Optional[Union[str, list[str]]] = None
+    max_documents: int | None = Field(default=None, gt=0)
+    validation_source: str | list[str] | None = None
     validation_split: float = Field(default=0.05, ge=0.0, lt=1.0)
     sequence_length: int = Field(default=128, ge=8)
-    vocabulary: Optional[str] = None
-    merges: Optional[str] = None
+    vocabulary: str | None = None
+    merges: str | None = None
     vocabulary_size: int = Field(default=8000, ge=100)
     lowercase: bool = True
     mask_rate: float = Field(default=0.15, gt=0.0, lt=1.0)
-    max_predictions: Optional[int] = Field(default=None, gt=0)
+    max_predictions: int | None = Field(default=None, gt=0)
     next_sentence_rate: float = Field(default=0.5, ge=0.0, le=1.0)
 
     @property
@@ -70,18 +70,16 @@ class BackboneConfig(_Section):
     max_sequence_length: int = Field(default=512, gt=0)
 
     @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "BackboneConfig":
+    def _heads_divide_hidden(self) -> BackboneConfig:
         if self.hidden_dim % self.num_heads:
-            raise ValueError(
-                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
-            )
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})")
         return self
 
 
 class ModelConfig(_Section):
     backbone: Literal[NAMES] = DEFAULT
     config: BackboneConfig = Field(default_factory=BackboneConfig)
-    preset: Optional[str] = None
+    preset: str | None = None
     classifier_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
@@ -94,11 +92,11 @@ class PeftConfig(_Section):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     rslora: bool = False
     init: Literal["kaiming", "gaussian"] = "kaiming"
-    targets: Union[str, list[str]] = Field(default_factory=lambda: ["query", "value"])
+    targets: str | list[str] = Field(default_factory=lambda: ["query", "value"])
     exclude: list[str] = Field(default_factory=list)
     modules_to_save: list[str] = Field(default_factory=list)
-    quantize_base: Optional[Literal["int8"]] = None
-    adapter: Optional[str] = None
+    quantize_base: Literal["int8"] | None = None
+    adapter: str | None = None
 
 
 class LossWeights(_Section):
@@ -121,8 +119,8 @@ class GenerateConfig(_Section):
 
 class TrainConfig(_Section):
     batch_size: int = Field(default=32, gt=0)
-    steps: Optional[int] = Field(default=None, gt=0)
-    epochs: Optional[int] = Field(default=None, gt=0)
+    steps: int | None = Field(default=None, gt=0)
+    epochs: int | None = Field(default=None, gt=0)
     learning_rate: float = Field(default=5e-4, gt=0.0)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     warmup_steps: int = Field(default=0, ge=0)
@@ -131,17 +129,17 @@ class TrainConfig(_Section):
     beta_1: float = Field(default=0.9, gt=0.0, lt=1.0)
     beta_2: float = Field(default=0.999, gt=0.0, lt=1.0)
     epsilon: float = Field(default=1e-6, gt=0.0)
-    clip_norm: Optional[float] = Field(default=1.0, gt=0.0)
+    clip_norm: float | None = Field(default=1.0, gt=0.0)
     gradient_accumulation: int = Field(default=1, ge=1)
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     eval_every: int = Field(default=100, gt=0)
-    eval_batches: Optional[int] = Field(default=None, gt=0)
-    jit_compile: Union[bool, Literal["auto"]] = "auto"
-    steps_per_execution: Union[PositiveInt, Literal["auto"]] = "auto"
+    eval_batches: int | None = Field(default=None, gt=0)
+    jit_compile: bool | Literal["auto"] = "auto"
+    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     kernels: Literal["auto", "keras"] = "auto"  # keras: Keras' own layers and AdamW, no kerasboost kernel
 
     @model_validator(mode="after")
-    def _steps_or_epochs(self) -> "TrainConfig":
+    def _steps_or_epochs(self) -> TrainConfig:
         if self.steps is None and self.epochs is None:
             self.steps = 1000
         elif self.steps is not None and self.epochs is not None:
@@ -166,7 +164,7 @@ class LoggingConfig(_Section):
 
 
 class CheckpointConfig(_Section):
-    every_steps: Optional[int] = Field(default=None, gt=0)
+    every_steps: int | None = Field(default=None, gt=0)
     keep: int = Field(default=2, gt=0)
 
 
@@ -177,7 +175,7 @@ class ExportConfig(_Section):
 class MeshConfig(_Section):
     """Device mesh: `batch` data-parallel replicas x `model` shards of each replica."""
 
-    batch: Optional[int] = Field(default=None, gt=0)
+    batch: int | None = Field(default=None, gt=0)
     model: int = Field(default=1, gt=0)
 
 
@@ -191,12 +189,12 @@ class DistributionConfig(_Section):
 
     strategy: Literal["none", "data_parallel", "model_parallel"] = "none"
     mesh: MeshConfig = Field(default_factory=MeshConfig)
-    coordinator: Optional[str] = Field(default=None, pattern=r"^[^\s:]+:\d+$")
-    num_processes: Optional[int] = Field(default=None, gt=0)
-    process_id: Optional[int] = Field(default=None, ge=0)
+    coordinator: str | None = Field(default=None, pattern=r"^[^\s:]+:\d+$")
+    num_processes: int | None = Field(default=None, gt=0)
+    process_id: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DistributionConfig":
+    def _consistent(self) -> DistributionConfig:
         if self.strategy != "model_parallel" and self.mesh.model > 1:
             raise ValueError(f"mesh.model={self.mesh.model} shards the model: it needs strategy: model_parallel")
         if self.strategy == "none" and (self.mesh.batch or 1) > 1:
@@ -212,11 +210,11 @@ class Recipe(_Section):
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     seed: int = Field(default=0, ge=0)
-    backend: Optional[Literal["tensorflow", "jax", "torch"]] = None
+    backend: Literal["tensorflow", "jax", "torch"] | None = None
     task: Literal["mlm", "bert_pretraining", "causal_lm", "classification"] = "mlm"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    peft: Optional[PeftConfig] = None
+    peft: PeftConfig | None = None
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -226,9 +224,11 @@ class Recipe(_Section):
     distribution: DistributionConfig = Field(default_factory=DistributionConfig)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Recipe":
+    def _cross_checks(self) -> Recipe:
         if self.task not in architecture(self.model.backbone).tasks:
-            raise ValueError(f"task {self.task} needs model.backbone: {' or '.join(serving(self.task))} (got {self.model.backbone})")
+            raise ValueError(
+                f"task {self.task} needs model.backbone: {' or '.join(serving(self.task))} (got {self.model.backbone})"
+            )
         if self.data.sequence_length > self.model.config.max_sequence_length:
             raise ValueError(
                 f"data.sequence_length ({self.data.sequence_length}) exceeds "
@@ -342,7 +342,7 @@ def _check_path(parts: list[str], where: str) -> None:
         model = fields[part].annotation
 
 
-def _section_fields(annotation: Any) -> Optional[dict]:
+def _section_fields(annotation: Any) -> dict | None:
     """The fields of a section type, also when it is optional (`Optional[PeftConfig]`)."""
     for candidate in (annotation, *typing.get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
@@ -374,7 +374,11 @@ def _describe(err: ValidationError) -> str:
         message = f"{key}: unknown key{hint}"
     else:
         text = first["msg"].removeprefix("Value error, ")
-        message = f"{key}: {text} (got {first['input']!r})" if "input" in first and first["type"] != "value_error" else f"{key}: {text}"
+        message = (
+            f"{key}: {text} (got {first['input']!r})"
+            if "input" in first and first["type"] != "value_error"
+            else f"{key}: {text}"
+        )
     more = len(errors) - 1
     return message + (f" (+{more} more error{'s' if more > 1 else ''})" if more else "")
 
@@ -395,7 +399,10 @@ def _model_at(parts: list[str]) -> Any:
 
 def check_files(recipe: Recipe, source: str = "recipe") -> None:
     """Fails early, before any run directory exists, if a data or vocabulary file is missing."""
-    for key, specs in (("data.source", recipe.data.sources), ("data.validation_source", recipe.data.validation_sources)):
+    for key, specs in (
+        ("data.source", recipe.data.sources),
+        ("data.validation_source", recipe.data.validation_sources),
+    ):
         for spec in specs:
             if spec.startswith(BUILTIN_PREFIX):
                 continue
@@ -407,6 +414,8 @@ def check_files(recipe: Recipe, source: str = "recipe") -> None:
             raise RecipeError(f"{source}: data.{key}: file not found: {path}")
     spec = architecture(recipe.model.backbone)
     if spec.vocabulary == "byte_bpe" and bool(recipe.data.vocabulary) != bool(recipe.data.merges):
-        raise RecipeError(f"{source}: data.vocabulary and data.merges: a {spec.title} tokenizer needs both files, or neither")
+        raise RecipeError(
+            f"{source}: data.vocabulary and data.merges: a {spec.title} tokenizer needs both files, or neither"
+        )
     if recipe.model.preset and not Path(recipe.model.preset).is_dir():
         raise RecipeError(f"{source}: model.preset: not a local directory: {recipe.model.preset}")

@@ -1,15 +1,15 @@
 """The run directory: where one run keeps its recipe, vocabulary, logs, checkpoints and exports.
 
-    runs/<name>/<timestamp>/        (or --output-dir)
-        recipe.yaml                 the fully resolved recipe
-        vocabulary.txt              BERT's WordPiece vocabulary (GPT-2: vocabulary.json + merges.txt)
-        labels.json                 classification: label names, index = class id
-        metrics.jsonl               one line per evaluation (step 0 is before training)
-        logs/train, logs/validation TensorBoard event files
-        checkpoints/step-NNNNNNNN/  model + optimizer weights and the step, for --resume
-        preset/                     keras-hub preset of the trained backbone (adapters merged) and tokenizer
-        adapter/                    with peft: the adapter alone (adapter_config.json + safetensors)
-    runs/<name>/latest              link to the newest run of that name
+runs/<name>/<timestamp>/        (or --output-dir)
+    recipe.yaml                 the fully resolved recipe
+    vocabulary.txt              BERT's WordPiece vocabulary (GPT-2: vocabulary.json + merges.txt)
+    labels.json                 classification: label names, index = class id
+    metrics.jsonl               one line per evaluation (step 0 is before training)
+    logs/train, logs/validation TensorBoard event files
+    checkpoints/step-NNNNNNNN/  model + optimizer weights and the step, for --resume
+    preset/                     keras-hub preset of the trained backbone (adapters merged) and tokenizer
+    adapter/                    with peft: the adapter alone (adapter_config.json + safetensors)
+runs/<name>/latest              link to the newest run of that name
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from kerasboost.errors import InputError
 
@@ -74,12 +73,14 @@ class RunDir:
         return self.root / "adapter"
 
 
-def new_run_dir(name: str, output_dir: Optional[str] = None) -> RunDir:
+def new_run_dir(name: str, output_dir: str | None = None) -> RunDir:
     """Creates a fresh run directory; an existing non-empty `output_dir` is refused, never overwritten."""
     if output_dir is not None:
         root = Path(output_dir)
         if root.exists() and any(root.iterdir()):
-            raise InputError(f"--output-dir: {root} already holds a run; add --resume to continue it, or choose another directory")
+            raise InputError(
+                f"--output-dir: {root} already holds a run; add --resume to continue it, or choose another directory"
+            )
         root.mkdir(parents=True, exist_ok=True)
         return RunDir(root)
     parent = RUNS_ROOT / name
@@ -95,7 +96,7 @@ def new_run_dir(name: str, output_dir: Optional[str] = None) -> RunDir:
     return RunDir(root)
 
 
-def existing_run_dir(name: str, output_dir: Optional[str] = None) -> RunDir:
+def existing_run_dir(name: str, output_dir: str | None = None) -> RunDir:
     """The run that `--resume` continues: `output_dir`, else runs/<name>/latest."""
     root = Path(output_dir) if output_dir is not None else RUNS_ROOT / name / "latest"
     if not root.is_dir():

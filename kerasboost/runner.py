@@ -12,13 +12,14 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import keras
 
 from kerasboost.backend import jit_compile, seed_everything, set_precision, steps_per_execution, versions
+from kerasboost.data.pipeline import evaluation_batches
 from kerasboost.data.sources import read_splits
-from kerasboost.distribute import Distributed, setup as setup_distribution
+from kerasboost.distribute import Distributed
+from kerasboost.distribute import setup as setup_distribution
 from kerasboost.errors import InputError
 from kerasboost.export import export_preset, plain_backbone
 from kerasboost.models.dropout import pack_dropouts
@@ -33,15 +34,14 @@ from kerasboost.recipe import Recipe, TrainConfig, load_recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
 from kerasboost.tasks import needs_labels, prepare_task
 from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
-from kerasboost.train.logging import RunLog
-from kerasboost.data.pipeline import evaluation_batches
-from kerasboost.train.loop import train, validation_metrics
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
+from kerasboost.train.logging import RunLog
+from kerasboost.train.loop import train, validation_metrics
 from kerasboost.train.optimizer import build_optimizer
 from kerasboost.version import __version__
 
 
-def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) -> RunDir:
+def run(recipe: Recipe, output_dir: str | None = None, resume: bool = False) -> RunDir:
     """Trains `recipe` in a new run directory (or continues the one `resume` names) and exports it.
 
     In a distributed run every process calls this; only the primary one prints and writes the run
@@ -56,10 +56,14 @@ def run(recipe: Recipe, output_dir: Optional[str] = None, resume: bool = False) 
         distributed.close()
 
 
-def _run(recipe: Recipe, distributed: Distributed, output_dir: Optional[str], resume: bool, scratch: Path) -> RunDir:
+def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resume: bool, scratch: Path) -> RunDir:
     started = time.perf_counter()
     found = versions()
-    print(f"kerasboost {__version__} · backend {keras.backend.backend()} · " + " · ".join(f"{k} {v}" for k, v in found.items()), flush=True)
+    print(
+        f"kerasboost {__version__} · backend {keras.backend.backend()} · "
+        + " · ".join(f"{k} {v}" for k, v in found.items()),
+        flush=True,
+    )
     precision = set_precision(recipe.train)
     run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))  # before anything is written
@@ -83,10 +87,18 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: Optional[str], re
     distributed.prepare(task.model)
     for line in task.summary:
         print(line, flush=True)
-    speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype()) * distributed.devices)
-    print(_describe_model(recipe, task.model, precision) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token", flush=True)
+    speed = Speed(
+        flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype()) * distributed.devices
+    )
+    print(
+        _describe_model(recipe, task.model, precision) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token",
+        flush=True,
+    )
     print(_describe_schedule(recipe, total_steps), flush=True)
-    layout = [distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation), distributed.describe_model(task.model)]
+    layout = [
+        distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation),
+        distributed.describe_model(task.model),
+    ]
     for line in filter(None, layout):
         print(line, flush=True)
 
@@ -106,7 +118,7 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: Optional[str], re
     return run_dir
 
 
-def swap_faster_kernels(model, config: TrainConfig, compiled: Optional[bool]) -> dict[str, int]:
+def swap_faster_kernels(model, config: TrainConfig, compiled: bool | None) -> dict[str, int]:
     """Gives `model`'s layers kerasboost's faster kernels where they were measured faster (`compiled`:
     the resolved `jit_compile`); how many of each, by what they do. None with `train.kernels: keras`."""
     if config.kernels == "keras":
@@ -151,7 +163,7 @@ def _quiet_unless(primary: bool):
     return contextlib.nullcontext() if primary else contextlib.redirect_stdout(io.StringIO())
 
 
-def _scratch_copy(run_dir: Optional[RunDir], scratch: Path) -> RunDir:
+def _scratch_copy(run_dir: RunDir | None, scratch: Path) -> RunDir:
     """A non-primary process's own run directory: the tokenizer files of the run it resumes (so it
     tokenises exactly as the primary does), and room for files nobody keeps."""
     own = RunDir(scratch)
@@ -162,7 +174,7 @@ def _scratch_copy(run_dir: Optional[RunDir], scratch: Path) -> RunDir:
     return own
 
 
-def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[str, float]:
+def evaluate(recipe: Recipe, source: str, data: str | None = None) -> dict[str, float]:
     """The task's validation metrics for the model in `source`: a run directory (its newest checkpoint,
     tokenizer and labels) or a preset directory (backbone only: task heads start untrained)."""
     source_dir = Path(source)
@@ -187,9 +199,22 @@ def evaluate(recipe: Recipe, source: str, data: Optional[str] = None) -> dict[st
             task.model.load_weights(str(checkpoint[0] / "model.weights.h5"))
         else:
             print(f"warning: {source} holds a backbone only; the {recipe.task} head is untrained", flush=True)
-        task.model.compile(loss=task.loss, loss_weights=task.loss_weights, weighted_metrics=task.metrics, jit_compile=jit_compile(recipe.train.jit_compile))
-        validation = evaluation_batches(task.batches.validation, task.batches.transform, recipe.train.batch_size, recipe.seed + 1, recipe.train.eval_batches)
-        return validation_metrics(task, validation, RunLog(run_dir.logs, run_dir.metrics_file, tensorboard=False), step=0)
+        task.model.compile(
+            loss=task.loss,
+            loss_weights=task.loss_weights,
+            weighted_metrics=task.metrics,
+            jit_compile=jit_compile(recipe.train.jit_compile),
+        )
+        validation = evaluation_batches(
+            task.batches.validation,
+            task.batches.transform,
+            recipe.train.batch_size,
+            recipe.seed + 1,
+            recipe.train.eval_batches,
+        )
+        return validation_metrics(
+            task, validation, RunLog(run_dir.logs, run_dir.metrics_file, tensorboard=False), step=0
+        )
 
 
 def load_trained(run: str):
@@ -207,7 +232,7 @@ def load_trained(run: str):
     return task, run_dir, recipe
 
 
-def export_run(run: str, form: str, out: Optional[str]) -> Path:
+def export_run(run: str, form: str, out: str | None) -> Path:
     """`kerasboost export`: preset (the frozen base for adapters; else the trained backbone), merged
     (adapters folded in), adapter (our adapter files) or peft (Hugging Face PEFT's files)."""
     task, run_dir, recipe = load_trained(run)
@@ -243,7 +268,9 @@ def _total_steps(recipe: Recipe, num_examples: int) -> int:
 
 def _describe_model(recipe: Recipe, model: keras.Model, precision: str) -> str:
     params = model.count_params()
-    source = recipe.model.preset or "config " + ", ".join(f"{k}={v}" for k, v in recipe.model.config.model_dump().items())
+    source = recipe.model.preset or "config " + ", ".join(
+        f"{k}={v}" for k, v in recipe.model.config.model_dump().items()
+    )
     return f"model: {recipe.model.backbone} ({source}) · {params:,} parameters · precision {precision}"
 
 
@@ -252,8 +279,9 @@ def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
     micro = config.batch_size // config.gradient_accumulation
     accumulation = f" ({config.gradient_accumulation} x {micro})" if config.gradient_accumulation > 1 else ""
     line = (
-        f"training: {total_steps} steps · batch {config.batch_size}{accumulation} · learning rate {config.learning_rate:g} "
-        f"({config.schedule}, {config.warmup_steps} warm-up steps) · evaluation every {config.eval_every} steps"
+        f"training: {total_steps} steps · batch {config.batch_size}{accumulation} · "
+        f"learning rate {config.learning_rate:g} ({config.schedule}, {config.warmup_steps} warm-up steps) · "
+        f"evaluation every {config.eval_every} steps"
     )
     executed = steps_per_execution(recipe)
     if executed > 1 or config.steps_per_execution not in ("auto", 1):
@@ -266,13 +294,18 @@ def _print_summary(run_dir: RunDir, result, speed: Speed, seconds: float) -> Non
     root = run_dir.root
     lines = [f"done: step {result.final_step} in {seconds:.0f} s"]
     if not math.isnan(result.steady_tokens_per_second):
-        lines[0] += f" · steady state {result.steady_tokens_per_second:,.0f} tokens/s · MFU {speed.mfu(result.steady_tokens_per_second):.1%}"
+        lines[0] += (
+            f" · steady state {result.steady_tokens_per_second:,.0f} tokens/s "
+            f"· MFU {speed.mfu(result.steady_tokens_per_second):.1%}"
+        )
     lines += [
         f"  recipe       {run_dir.recipe_file}",
         f"  metrics      {run_dir.metrics_file}",
         f"  checkpoints  {run_dir.checkpoints}",
     ]
     if run_dir.preset.is_dir():
-        lines.append(f"  preset       {run_dir.preset}  (keras_hub.models.Backbone.from_preset({str(run_dir.preset)!r}))")
+        lines.append(
+            f"  preset       {run_dir.preset}  (keras_hub.models.Backbone.from_preset({str(run_dir.preset)!r}))"
+        )
     lines.append(f"  tensorboard  tensorboard --logdir {Path(root) / 'logs'}")
     print("\n".join(lines), flush=True)

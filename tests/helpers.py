@@ -49,8 +49,11 @@ def backend_env(backend: str | None) -> dict:
     return env
 
 
-def kerasboost(*args: str, backend: str | None = None, cwd: Path | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs `python -m kerasboost ARGS` (with `env` added to the environment) and returns the completed process (text output)."""
+def kerasboost(
+    *args: str, backend: str | None = None, cwd: Path | None = None, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Runs `python -m kerasboost ARGS` (with `env` added to the environment) and returns the completed
+    process (text output)."""
     return subprocess.run(
         [sys.executable, "-m", "kerasboost", *args],
         cwd=cwd or ROOT,
@@ -64,12 +67,19 @@ def kerasboost(*args: str, backend: str | None = None, cwd: Path | None = None, 
 def python(code: str, backend: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs a Python snippet on `backend` in a fresh interpreter (keras fixes its backend at import)."""
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=ROOT, env=backend_env(backend), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=backend_env(backend),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def explain(process: subprocess.CompletedProcess) -> str:
-    return f"exit {process.returncode}\n--- stdout ---\n{process.stdout[-4000:]}\n--- stderr ---\n{process.stderr[-4000:]}"
+    return (
+        f"exit {process.returncode}\n--- stdout ---\n{process.stdout[-4000:]}\n--- stderr ---\n{process.stderr[-4000:]}"
+    )
 
 
 def tiny_bert_mlm(dropout: float, vocabulary: int = 200, sequence: int = 16):
@@ -82,7 +92,11 @@ def tiny_bert_mlm(dropout: float, vocabulary: int = 200, sequence: int = 16):
     from kerasboost.recipe import ModelConfig
 
     keras.utils.set_random_seed(0)
-    config = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=dropout, max_sequence_length=sequence))
+    config = ModelConfig(
+        config=dict(
+            num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=dropout, max_sequence_length=sequence
+        )
+    )
     return build_mlm_model(build_backbone(config, vocabulary))
 
 
@@ -93,9 +107,13 @@ def mlm_batch(rows: int, vocabulary: int = 200, sequence: int = 16, masked: int 
 
     ids = np.random.default_rng(0).integers(5, vocabulary, (rows, sequence)).astype("int32")
     padding_mask = np.ones_like(ids)
-    padding_mask[1::2, sequence - padded:] = 0
-    inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": padding_mask,
-              "mask_positions": np.tile(np.arange(masked, dtype="int32"), (rows, 1))}
+    padding_mask[1::2, sequence - padded :] = 0
+    inputs = {
+        "token_ids": ids,
+        "segment_ids": np.zeros_like(ids),
+        "padding_mask": padding_mask,
+        "mask_positions": np.tile(np.arange(masked, dtype="int32"), (rows, 1)),
+    }
     return inputs, ids[:, :masked]
 
 
@@ -109,7 +127,11 @@ def assert_computes_and_trains_as(changed, plain, rows: int = 4, padded: int = 0
     assert np.allclose(keras.ops.convert_to_numpy(changed(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
     results = []
     for model in (plain, changed):
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=False,
+        )
         results.append(model.fit(x, labels, batch_size=rows, epochs=3, verbose=0).history["loss"])
     assert np.allclose(results[0], results[1], rtol=1e-4)
     assert results[1][-1] < results[1][0]

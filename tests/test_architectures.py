@@ -12,7 +12,12 @@ from helpers import ROOT
 from kerasboost.architectures import NAMES, architecture, serving
 
 # What naming an architecture looks like in code: its name as a string literal, or a keras-hub class of it.
-NAMING = {name: re.compile(rf"""["']{name}["']|\b{re.escape(architecture(name).backbone_class)}\b|\b{re.escape(architecture(name).tokenizer_class)}\b""") for name in NAMES}
+NAMING = {
+    name: re.compile(
+        rf"""["']{name}["']|\b{re.escape(architecture(name).backbone_class)}\b|\b{re.escape(architecture(name).tokenizer_class)}\b"""
+    )
+    for name in NAMES
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -34,7 +39,11 @@ def test_every_task_is_served_and_every_architecture_serves_classification():
 
 
 def test_the_recipe_schema_lists_the_architectures_without_importing_an_ml_library():
-    code = "import sys; from kerasboost.recipe import ModelConfig; import kerasboost.architectures as a; [a.architecture(n) for n in a.NAMES]; print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch', 'keras_hub') if m in sys.modules))"
+    code = (
+        "import sys; from kerasboost.recipe import ModelConfig; import kerasboost.architectures as a; "
+        "[a.architecture(n) for n in a.NAMES]; "
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch', 'keras_hub') if m in sys.modules))"
+    )
     process = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert process.returncode == 0 and process.stdout.strip() == "[]", process.stdout + process.stderr
 

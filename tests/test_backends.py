@@ -20,8 +20,14 @@ def test_backend_suite(suite, backend):
     env.update(SUITES[suite])
     process = subprocess.run(
         [sys.executable, "-m", "pytest", f"tests/{suite}", "-q", "-p", "no:cacheprovider", "-n", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     summary = process.stdout.strip().splitlines()[-1] if process.stdout.strip() else ""
-    assert process.returncode == 0, f"{suite} on {backend}: {summary}\n{process.stdout[-6000:]}\n{process.stderr[-3000:]}"
+    assert process.returncode == 0, (
+        f"{suite} on {backend}: {summary}\n{process.stdout[-6000:]}\n{process.stderr[-3000:]}"
+    )
     assert " passed" in summary and "skipped" not in summary, summary

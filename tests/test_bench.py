@@ -11,13 +11,33 @@ import sys
 import pytest
 from helpers import ROOT, backend_env, explain, kerasboost
 
-NUMBERS = ("time_to_first_step_s", "step_time_s", "tokens_per_second", "flops_per_token", "model_tflops", "peak_tflops", "mfu", "peak_memory_mib",
-           "synthetic_tokens_per_second", "input_ratio")
+NUMBERS = (
+    "time_to_first_step_s",
+    "step_time_s",
+    "tokens_per_second",
+    "flops_per_token",
+    "model_tflops",
+    "peak_tflops",
+    "mfu",
+    "peak_memory_mib",
+    "synthetic_tokens_per_second",
+    "input_ratio",
+)
 
 
 def test_kerasboost_bench_reports_every_backend(tmp_path):
-    process = kerasboost("bench", "recipes/lora_mlm.yaml", "--quick", "--backends", "jax,torch", "--set", "train.precision=float32", "--json",
-                         "--profile", str(tmp_path))
+    process = kerasboost(
+        "bench",
+        "recipes/lora_mlm.yaml",
+        "--quick",
+        "--backends",
+        "jax,torch",
+        "--set",
+        "train.precision=float32",
+        "--json",
+        "--profile",
+        str(tmp_path),
+    )
     assert process.returncode == 0, explain(process)
     rows = json.loads(process.stdout.strip().splitlines()[-1])
     assert [row["backend"] for row in rows] == ["jax", "torch"]
@@ -28,8 +48,19 @@ def test_kerasboost_bench_reports_every_backend(tmp_path):
     assert rows[0]["peak_tflops"] == rows[1]["peak_tflops"]  # one device peak per precision
     # bfloat16 on TensorFlow: the matmul peak (also measured by every training run) must handle it; two
     # micro-batches per execution: the last of the 3 steps runs alone.
-    table = kerasboost("bench", "recipes/mlm.yaml", "--quick", "--backend", "tensorflow", "--set", "train.precision=mixed_bfloat16",
-                       "--set", "train.steps_per_execution=2", "--profile", str(tmp_path))
+    table = kerasboost(
+        "bench",
+        "recipes/mlm.yaml",
+        "--quick",
+        "--backend",
+        "tensorflow",
+        "--set",
+        "train.precision=mixed_bfloat16",
+        "--set",
+        "train.steps_per_execution=2",
+        "--profile",
+        str(tmp_path),
+    )
     assert table.returncode == 0, explain(table)
     lines = table.stdout.splitlines()
     assert lines[-3].startswith("| backend | precision | tokens/s |")
@@ -53,13 +84,20 @@ def assert_profiled(row: dict, directory):
 def test_bench_tool_compares_every_system(tmp_path):
     process = subprocess.run(
         [sys.executable, "tools/bench.py", "--quick", "--workloads", "gpt2_clm_lora", "--out", str(tmp_path)],
-        cwd=ROOT, env=backend_env(None), capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=backend_env(None),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert process.returncode == 0, explain(process)
     report = json.loads(next(tmp_path.glob("*.json")).read_text())
     workload = report["workloads"]["gpt2_clm_lora"]
     systems = [f"kerasboost {b} fp32" for b in ("jax", "tensorflow", "torch")]
-    systems += [f"keras-hub fit {b} fp32" for b in ("jax", "tensorflow", "torch")] + ["transformers eager fp32", "transformers eager bf16"]
+    systems += [f"keras-hub fit {b} fp32" for b in ("jax", "tensorflow", "torch")] + [
+        "transformers eager fp32",
+        "transformers eager bf16",
+    ]
     assert sorted(workload["tokens_per_second"]) == sorted(systems)
     assert all(value > 0 for value in workload["tokens_per_second"].values())
     assert len(workload["ratios"]) == 4 and all(value > 0 for value in workload["ratios"].values())
@@ -76,8 +114,14 @@ def test_bench_bad_backend_is_an_input_error(args, expected):
 
 @pytest.mark.parametrize("workload", ["bert_mlm", "gpt2_clm"])
 def test_step_floor_tool_reports_both_dtypes(workload):
-    process = subprocess.run([sys.executable, "tools/step_floor.py", "--quick", "--workload", workload], cwd=ROOT, env=backend_env(None),
-                             capture_output=True, text=True, timeout=300)
+    process = subprocess.run(
+        [sys.executable, "tools/step_floor.py", "--quick", "--workload", workload],
+        cwd=ROOT,
+        env=backend_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert process.returncode == 0, explain(process)
     rows = [line.split("|")[1:-1] for line in process.stdout.splitlines() if line.startswith(f"| {workload} |")]
     assert [row[1].strip() for row in rows] == ["float32", "bfloat16"]

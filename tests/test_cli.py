@@ -15,14 +15,18 @@ from kerasboost.errors import InputError
 HEAVY = ("keras", "keras_hub", "tensorflow", "jax", "torch")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", "recipes/mlm.yaml"], ["show", "recipes/mlm.yaml"], ["recipes"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["validate", "recipes/mlm.yaml"], ["show", "recipes/mlm.yaml"], ["recipes"], ["--version"]]
+)
 def test_light_commands_import_no_ml_library(args):
     code = (
         "import sys\nfrom kerasboost.cli import cli\n"
         f"try:\n    cli.main({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
         f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
-    process = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=backend_env(None))
+    process = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=backend_env(None)
+    )
     assert process.returncode == 0, process.stderr
     assert "LOADED []" in process.stdout
 
@@ -62,8 +66,14 @@ def test_unknown_command_is_a_usage_error():
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--nproc", "2", "recipes/mlm.yaml", "--backend", "torch"], "--nproc 2: distribution.strategy is none; set distribution.strategy=data_parallel"),
-        (["recipes/mlm_model_parallel.yaml", "--backend", "torch"], "model_parallel needs the jax backend (keras.distribution); on torch use data_parallel"),
+        (
+            ["--nproc", "2", "recipes/mlm.yaml", "--backend", "torch"],
+            "--nproc 2: distribution.strategy is none; set distribution.strategy=data_parallel",
+        ),
+        (
+            ["recipes/mlm_model_parallel.yaml", "--backend", "torch"],
+            "model_parallel needs the jax backend (keras.distribution); on torch use data_parallel",
+        ),
         (["recipes/mlm_model_parallel.yaml", "--backend", "tensorflow"], "on tensorflow use data_parallel"),
     ],
 )
@@ -85,7 +95,9 @@ def test_output_dir_holding_a_run_is_refused_without_losing_it(tmp_path):
 
 
 def test_resume_without_a_run_is_an_input_error(tmp_path):
-    process = kerasboost("run", "recipes/mlm.yaml", "--resume", "--output-dir", str(tmp_path / "none"), backend="tensorflow")
+    process = kerasboost(
+        "run", "recipes/mlm.yaml", "--resume", "--output-dir", str(tmp_path / "none"), backend="tensorflow"
+    )
     assert process.returncode == 2 and "nothing to resume" in process.stderr
 
 
@@ -98,7 +110,9 @@ def test_bad_data_is_a_one_line_error_that_writes_nothing(tmp_path, content, exp
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(content)
     out = tmp_path / "run"
-    process = kerasboost("run", "recipes/mlm.yaml", "--output-dir", str(out), "--set", f"data.source={corpus}", backend="tensorflow")
+    process = kerasboost(
+        "run", "recipes/mlm.yaml", "--output-dir", str(out), "--set", f"data.source={corpus}", backend="tensorflow"
+    )
     assert process.returncode == 2, process.stderr
     assert process.stderr.strip().splitlines() == [process.stderr.strip()] and expected in process.stderr
     assert not out.exists()
@@ -107,7 +121,15 @@ def test_bad_data_is_a_one_line_error_that_writes_nothing(tmp_path, content, exp
 def test_missing_jsonl_field_names_the_line(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"body": "x"}\n')
-    process = kerasboost("run", "recipes/mlm.yaml", "--output-dir", str(tmp_path / "run"), "--set", f"data.source={corpus}", backend="tensorflow")
+    process = kerasboost(
+        "run",
+        "recipes/mlm.yaml",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--set",
+        f"data.source={corpus}",
+        backend="tensorflow",
+    )
     assert process.returncode == 2 and f"{corpus}:1: no field 'text' (data.field); found: body" in process.stderr
 
 
@@ -115,7 +137,9 @@ def test_batch_larger_than_the_data_is_an_input_error(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("\n\n".join(f"document {i} with a few words" for i in range(10)))
     args = ["run", "recipes/mlm.yaml", "--output-dir", str(tmp_path / "run"), "--set", f"data.source={corpus}"]
-    process = kerasboost(*args, "--set", "data.sequence_length=16", "--set", "train.batch_size=1000", backend="tensorflow")
+    process = kerasboost(
+        *args, "--set", "data.sequence_length=16", "--set", "train.batch_size=1000", backend="tensorflow"
+    )
     assert process.returncode == 2 and "train.batch_size: a batch of 1000 is larger than" in process.stderr
     assert "Traceback" not in process.stderr
 
@@ -124,7 +148,16 @@ def test_runtime_failure_exits_1_and_debug_shows_the_traceback(tmp_path):
     preset = tmp_path / "broken_preset"
     preset.mkdir()
     (preset / "config.json").write_text("{ not json")
-    args = ["run", "recipes/mlm.yaml", "--output-dir", str(tmp_path / "run"), "--set", f"model.preset={preset}", "--set", "data.max_documents=50"]
+    args = [
+        "run",
+        "recipes/mlm.yaml",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--set",
+        f"model.preset={preset}",
+        "--set",
+        "data.max_documents=50",
+    ]
     plain = kerasboost(*args, backend="tensorflow")
     assert plain.returncode == 1, plain.stderr
     assert plain.stderr.strip().splitlines()[-1].startswith("error: ") and "--debug" in plain.stderr

@@ -35,26 +35,57 @@ BROKEN = {
     "unknown_key": ("train:\n  learnig_rate: 0.1\n", "train.learnig_rate: unknown key (did you mean 'learning_rate'?)"),
     "unknown_section": ("trian:\n  steps: 3\n", "trian: unknown key (did you mean 'train'?)"),
     "wrong_type": ("train:\n  batch_size: many\n", "train.batch_size:"),
-    "negative_learning_rate": ("train:\n  learning_rate: -0.001\n", "train.learning_rate: Input should be greater than 0"),
-    "missing_data_file": ("data:\n  source: /nonexistent/corpus.txt\n", "data.source: no file matches '/nonexistent/corpus.txt'"),
+    "negative_learning_rate": (
+        "train:\n  learning_rate: -0.001\n",
+        "train.learning_rate: Input should be greater than 0",
+    ),
+    "missing_data_file": (
+        "data:\n  source: /nonexistent/corpus.txt\n",
+        "data.source: no file matches '/nonexistent/corpus.txt'",
+    ),
     "yaml_syntax": ("train:\n  steps: [1, 2\n", "YAML syntax error: line"),
     "bad_backend": ("backend: theano\n", "backend: Input should be 'tensorflow', 'jax' or 'torch'"),
     "bad_precision": ("train:\n  precision: float8\n", "train.precision:"),
     "steps_and_epochs": ("train:\n  steps: 3\n  epochs: 1\n", "train: give train.steps or train.epochs, not both"),
-    "heads_do_not_divide": ("model:\n  config:\n    hidden_dim: 30\n    num_heads: 4\n", "model.config: hidden_dim (30) must be divisible by num_heads (4)"),
-    "not_a_mapping": ("- just\n- a list\n", "a recipe must be a mapping"),
-    "bad_task": ("task: translation\n", "task: Input should be 'mlm', 'bert_pretraining', 'causal_lm' or 'classification'"),
-    "sequence_too_long": ("data:\n  sequence_length: 1024\n", "data.sequence_length (1024) exceeds model.config.max_sequence_length"),
-    "accumulation_does_not_divide": ("train:\n  batch_size: 10\n  gradient_accumulation: 3\n", "batch_size (10) must be divisible by gradient_accumulation (3)"),
-    "task_needs_other_backbone": ("task: causal_lm\n", "task causal_lm needs model.backbone: gpt2 (got bert)"),
-    "gpt2_vocabulary_without_merges": ("model:\n  backbone: gpt2\ntask: causal_lm\ndata:\n  vocabulary: recipes/mlm.yaml\n", "a GPT-2 tokenizer needs both files"),
-    "missing_vocabulary": ("data:\n  vocabulary: /nonexistent/vocab.txt\n", "data.vocabulary: file not found"),
-    "unknown_model_config_key": ("model:\n  config:\n    num_layer: 2\n", "model.config.num_layer: unknown key (did you mean 'num_layers'?)"),
-    "model_axis_without_model_parallel": ("distribution:\n  strategy: data_parallel\n  mesh: {model: 2}\n", "mesh.model=2 shards the model: it needs strategy: model_parallel"),
-    "model_axis_does_not_divide_heads": (
-        "distribution:\n  strategy: model_parallel\n  mesh: {model: 4}\n", "distribution.mesh.model (4) must divide model.config.num_heads (2)"
+    "heads_do_not_divide": (
+        "model:\n  config:\n    hidden_dim: 30\n    num_heads: 4\n",
+        "model.config: hidden_dim (30) must be divisible by num_heads (4)",
     ),
-    "bad_coordinator": ("distribution:\n  strategy: data_parallel\n  coordinator: localhost\n", "distribution.coordinator: String should match pattern"),
+    "not_a_mapping": ("- just\n- a list\n", "a recipe must be a mapping"),
+    "bad_task": (
+        "task: translation\n",
+        "task: Input should be 'mlm', 'bert_pretraining', 'causal_lm' or 'classification'",
+    ),
+    "sequence_too_long": (
+        "data:\n  sequence_length: 1024\n",
+        "data.sequence_length (1024) exceeds model.config.max_sequence_length",
+    ),
+    "accumulation_does_not_divide": (
+        "train:\n  batch_size: 10\n  gradient_accumulation: 3\n",
+        "batch_size (10) must be divisible by gradient_accumulation (3)",
+    ),
+    "task_needs_other_backbone": ("task: causal_lm\n", "task causal_lm needs model.backbone: gpt2 (got bert)"),
+    "gpt2_vocabulary_without_merges": (
+        "model:\n  backbone: gpt2\ntask: causal_lm\ndata:\n  vocabulary: recipes/mlm.yaml\n",
+        "a GPT-2 tokenizer needs both files",
+    ),
+    "missing_vocabulary": ("data:\n  vocabulary: /nonexistent/vocab.txt\n", "data.vocabulary: file not found"),
+    "unknown_model_config_key": (
+        "model:\n  config:\n    num_layer: 2\n",
+        "model.config.num_layer: unknown key (did you mean 'num_layers'?)",
+    ),
+    "model_axis_without_model_parallel": (
+        "distribution:\n  strategy: data_parallel\n  mesh: {model: 2}\n",
+        "mesh.model=2 shards the model: it needs strategy: model_parallel",
+    ),
+    "model_axis_does_not_divide_heads": (
+        "distribution:\n  strategy: model_parallel\n  mesh: {model: 4}\n",
+        "distribution.mesh.model (4) must divide model.config.num_heads (2)",
+    ),
+    "bad_coordinator": (
+        "distribution:\n  strategy: data_parallel\n  coordinator: localhost\n",
+        "distribution.coordinator: String should match pattern",
+    ),
 }
 
 
@@ -87,17 +118,28 @@ def test_missing_base_names_the_file(tmp_path):
 
 
 def test_base_inheritance_merges_sections_deeply(tmp_path):
-    write(tmp_path, "base.yaml", "name: parent\ntrain:\n  steps: 7\n  batch_size: 4\nmodel:\n  config:\n    num_layers: 3\n")
+    write(
+        tmp_path,
+        "base.yaml",
+        "name: parent\ntrain:\n  steps: 7\n  batch_size: 4\nmodel:\n  config:\n    num_layers: 3\n",
+    )
     sub = tmp_path / "sub"
     sub.mkdir()
     child = write(sub, "child.yaml", "base: ../base.yaml\nname: child\ntrain:\n  batch_size: 8\n")
     recipe = load_recipe(child)
-    assert (recipe.name, recipe.train.steps, recipe.train.batch_size, recipe.model.config.num_layers) == ("child", 7, 8, 3)
+    assert (recipe.name, recipe.train.steps, recipe.train.batch_size, recipe.model.config.num_layers) == (
+        "child",
+        7,
+        8,
+        3,
+    )
 
 
 def test_overrides_are_typed_by_the_schema(tmp_path):
     path = write(tmp_path, "r.yaml", "train:\n  steps: 5\n")
-    recipe = load_recipe(path, ["train.batch_size=8", "train.learning_rate=3e-4", "data.lowercase=false", "backend=jax"])
+    recipe = load_recipe(
+        path, ["train.batch_size=8", "train.learning_rate=3e-4", "data.lowercase=false", "backend=jax"]
+    )
     assert recipe.train.batch_size == 8 and isinstance(recipe.train.batch_size, int)
     assert recipe.train.learning_rate == pytest.approx(3e-4)
     assert recipe.data.lowercase is False
@@ -112,7 +154,10 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
         ("train.steps.x=1", "--set train.steps.x: 'train.steps' is a value, not a section"),
         ("train.steps", "--set train.steps: expected KEY.PATH=VALUE"),
         ("train.steps=-4", "train.steps: Input should be greater than 0"),
-        ("train.steps_per_execution=8", "train: steps_per_execution (8) must divide the 100 micro-batches of an evaluation period"),
+        (
+            "train.steps_per_execution=8",
+            "train: steps_per_execution (8) must divide the 100 micro-batches of an evaluation period",
+        ),
     ],
 )
 def test_bad_override_exits_2(tmp_path, override, expected):

@@ -44,10 +44,15 @@ LORA_RANK = 8
 
 def kerasboost_overrides(size: dict, lora: bool, precision: str) -> list[str]:
     pairs = [
-        f"model.config.num_layers={size['layers']}", f"model.config.num_heads={size['heads']}",
-        f"model.config.hidden_dim={size['hidden']}", f"model.config.intermediate_dim={size['ffn']}",
-        f"model.config.max_sequence_length={size['sequence']}", f"data.sequence_length={size['sequence']}",
-        f"data.vocabulary_size={size['vocabulary']}", f"train.batch_size={size['batch']}", f"train.precision={precision}",
+        f"model.config.num_layers={size['layers']}",
+        f"model.config.num_heads={size['heads']}",
+        f"model.config.hidden_dim={size['hidden']}",
+        f"model.config.intermediate_dim={size['ffn']}",
+        f"model.config.max_sequence_length={size['sequence']}",
+        f"data.sequence_length={size['sequence']}",
+        f"data.vocabulary_size={size['vocabulary']}",
+        f"train.batch_size={size['batch']}",
+        f"train.precision={precision}",
     ]
     if lora:
         pairs += ["peft.method=lora", f"peft.rank={LORA_RANK}", "peft.targets=[query, value]", "peft.dropout=0"]
@@ -62,8 +67,24 @@ def child_kerasboost(workload: str, size: dict, steps: int, warmup: int, precisi
     recipe, lora = WORKLOADS[workload]
     args = [arg for pair in kerasboost_overrides(size, lora, precision) for arg in ("--set", pair)]
     process = subprocess.run(
-        [sys.executable, "-m", "kerasboost", "bench", recipe, *args, "--steps", str(steps), "--warmup", str(warmup), "--backend", backend, "--json"],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kerasboost",
+            "bench",
+            recipe,
+            *args,
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--backend",
+            backend,
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     if process.returncode != 0:
         raise RuntimeError(f"kerasboost bench {workload} {backend}: {process.stderr.strip().splitlines()[-1:]}")
@@ -96,16 +117,26 @@ def child_keras_hub(workload: str, size: dict, steps: int, warmup: int, precisio
 
     keras.config.set_dtype_policy(precision)
 
-    config = dict(vocabulary_size=size["vocabulary"], num_layers=size["layers"], num_heads=size["heads"], hidden_dim=size["hidden"],
-                  intermediate_dim=size["ffn"], max_sequence_length=size["sequence"])
+    config = dict(
+        vocabulary_size=size["vocabulary"],
+        num_layers=size["layers"],
+        num_heads=size["heads"],
+        hidden_dim=size["hidden"],
+        intermediate_dim=size["ffn"],
+        max_sequence_length=size["sequence"],
+    )
     rows = size["batch"] * steps
     data = synthetic_batches(workload, size, rows)
     ones = np.ones_like(data["labels"], dtype="float32")
     if workload.startswith("bert"):
         backbone = keras_hub.models.BertBackbone(**config)
         model = keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
-        x = {"token_ids": data["token_ids"], "segment_ids": np.zeros_like(data["token_ids"]),
-             "padding_mask": np.ones_like(data["token_ids"]), "mask_positions": data["positions"]}
+        x = {
+            "token_ids": data["token_ids"],
+            "segment_ids": np.zeros_like(data["token_ids"]),
+            "padding_mask": np.ones_like(data["token_ids"]),
+            "mask_positions": data["positions"],
+        }
     else:
         backbone = keras_hub.models.GPT2Backbone(**config)
         model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
@@ -119,7 +150,16 @@ def child_keras_hub(workload: str, size: dict, steps: int, warmup: int, precisio
     )
     timer = StepTimer()
     started = time.perf_counter()
-    model.fit(x, data["labels"], sample_weight=ones, batch_size=size["batch"], epochs=1, shuffle=False, callbacks=[timer], verbose=0)
+    model.fit(
+        x,
+        data["labels"],
+        sample_weight=ones,
+        batch_size=size["batch"],
+        epochs=1,
+        shuffle=False,
+        callbacks=[timer],
+        verbose=0,
+    )
     return _row(*timer.step_times(started), warmup, size, backend=keras.backend.backend(), precision=precision)
 
 
@@ -134,15 +174,29 @@ def child_transformers(workload: str, size: dict, steps: int, warmup: int, preci
 
     torch.manual_seed(0)
     if workload.startswith("bert"):
-        config = transformers.BertConfig(vocab_size=size["vocabulary"], hidden_size=size["hidden"], num_hidden_layers=size["layers"],
-                                         num_attention_heads=size["heads"], intermediate_size=size["ffn"], max_position_embeddings=size["sequence"])
+        config = transformers.BertConfig(
+            vocab_size=size["vocabulary"],
+            hidden_size=size["hidden"],
+            num_hidden_layers=size["layers"],
+            num_attention_heads=size["heads"],
+            intermediate_size=size["ffn"],
+            max_position_embeddings=size["sequence"],
+        )
         model, targets = transformers.BertForMaskedLM(config), ["query", "value"]
     else:
-        config = transformers.GPT2Config(vocab_size=size["vocabulary"], n_positions=size["sequence"], n_embd=size["hidden"],
-                                         n_layer=size["layers"], n_head=size["heads"], n_inner=size["ffn"])
+        config = transformers.GPT2Config(
+            vocab_size=size["vocabulary"],
+            n_positions=size["sequence"],
+            n_embd=size["hidden"],
+            n_layer=size["layers"],
+            n_head=size["heads"],
+            n_inner=size["ffn"],
+        )
         model, targets = transformers.GPT2LMHeadModel(config), ["c_attn"]  # HF fuses q/k/v: LoRA covers all three
     if workload.endswith("lora"):
-        model = peft.get_peft_model(model, peft.LoraConfig(r=LORA_RANK, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
+        model = peft.get_peft_model(
+            model, peft.LoraConfig(r=LORA_RANK, lora_alpha=16, lora_dropout=0.0, target_modules=targets)
+        )
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
@@ -173,7 +227,12 @@ def _row(seconds, steps, warmup: int, size: dict, **fields) -> dict:
     from kerasboost.bench import steady_step_time  # imported after the measurement: it brings in keras
 
     steady = steady_step_time(seconds, steps, warmup)
-    return {**fields, "time_to_first_step_s": float(seconds[0]), "step_time_s": steady, "tokens_per_second": size["batch"] * size["sequence"] / steady}
+    return {
+        **fields,
+        "time_to_first_step_s": float(seconds[0]),
+        "step_time_s": steady,
+        "tokens_per_second": size["batch"] * size["sequence"] / steady,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +245,14 @@ def systems(precisions: list[str]) -> list[tuple[str, dict]]:
     for precision in precisions:
         short = "fp32" if precision == "float32" else "bf16"
         for kind, label in (("kerasboost", "kerasboost"), ("keras_hub", "keras-hub fit")):
-            found += [(f"{label} {backend} {short}", {"kind": kind, "backend": backend, "precision": precision}) for backend in BACKENDS]
-    found += [(f"transformers eager {precision}", {"kind": "transformers", "precision": precision}) for precision in ("fp32", "bf16")]
+            found += [
+                (f"{label} {backend} {short}", {"kind": kind, "backend": backend, "precision": precision})
+                for backend in BACKENDS
+            ]
+    found += [
+        (f"transformers eager {precision}", {"kind": "transformers", "precision": precision})
+        for precision in ("fp32", "bf16")
+    ]
     return found
 
 
@@ -197,7 +262,9 @@ def measure(spec: dict, workload: str, size: dict, steps: int, warmup: int) -> d
         return child_kerasboost(workload, size, steps, warmup, spec["precision"], spec["backend"])
     env = dict(os.environ, KERAS_BACKEND=spec.get("backend", "torch"), TF_CPP_MIN_LOG_LEVEL="3")
     request = json.dumps({"spec": spec, "workload": workload, "size": size, "steps": steps, "warmup": warmup})
-    process = subprocess.run([sys.executable, __file__, "--child", request], cwd=ROOT, env=env, capture_output=True, text=True)
+    process = subprocess.run(
+        [sys.executable, __file__, "--child", request], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     if process.returncode != 0:
         raise RuntimeError(f"{spec} on {workload}: {process.stderr.strip()[-2000:]}")
     return json.loads(process.stdout.strip().splitlines()[-1])
@@ -220,30 +287,53 @@ def report(results: dict, names: list[str]) -> tuple[dict, str]:
     summary = {}
     for workload, by_system in results.items():
         normalise_mfu([row for name, rows in by_system.items() if name.startswith("kerasboost") for row in rows])
-        medians = {name: statistics.median(row["tokens_per_second"] for row in rows) for name, rows in by_system.items()}
+        medians = {
+            name: statistics.median(row["tokens_per_second"] for row in rows) for name, rows in by_system.items()
+        }
         kerasboost = {name: value for name, value in medians.items() if name.startswith("kerasboost")}
         best = max(kerasboost, key=kerasboost.get)
         best_hf = max((name for name in medians if name.startswith("transformers")), key=medians.get)
-        ratios = {f"kerasboost / keras-hub fit ({backend} {short})": medians[f"kerasboost {backend} {short}"] / medians[f"keras-hub fit {backend} {short}"]
-                  for short in sorted({name.rsplit(" ", 1)[1] for name in kerasboost}, reverse=True) for backend in BACKENDS}
+        ratios = {
+            f"kerasboost / keras-hub fit ({backend} {short})": medians[f"kerasboost {backend} {short}"]
+            / medians[f"keras-hub fit {backend} {short}"]
+            for short in sorted({name.rsplit(" ", 1)[1] for name in kerasboost}, reverse=True)
+            for backend in BACKENDS
+        }
         ratios[f"best kerasboost ({best}) / best transformers ({best_hf})"] = medians[best] / medians[best_hf]
         mfu = statistics.median(row["mfu"] for row in by_system[best])
         fed = statistics.median(row["input_ratio"] for row in by_system[best])
-        summary[workload] = {"tokens_per_second": medians, "ratios": ratios, "mfu_of_best_kerasboost": mfu,
-                             "input_ratio_of_best_kerasboost": fed, "runs": {name: rows for name, rows in by_system.items()}}
+        summary[workload] = {
+            "tokens_per_second": medians,
+            "ratios": ratios,
+            "mfu_of_best_kerasboost": mfu,
+            "input_ratio_of_best_kerasboost": fed,
+            "runs": {name: rows for name, rows in by_system.items()},
+        }
     header = "| system | " + " | ".join(results) + " |"
     lines = [header, "|---" * (len(results) + 1) + "|"]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{summary[w]['tokens_per_second'][name]:,.0f}" for w in results) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{summary[w]['tokens_per_second'][name]:,.0f}" for w in results) + " |"
+        )
     lines += ["", "| ratio | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
     ratio_names = [key for key in next(iter(summary.values()))["ratios"] if not key.startswith("best")]
     for key in ratio_names:
         lines.append(f"| {key} | " + " | ".join(f"{summary[w]['ratios'][key]:.2f}" for w in results) + " |")
-    lines.append("| best kerasboost / best transformers | " + " | ".join(
-        f"{next(v for k, v in summary[w]['ratios'].items() if k.startswith('best')):.2f}" for w in results) + " |")
-    lines.append("| MFU of the best kerasboost | " + " | ".join(f"{summary[w]['mfu_of_best_kerasboost']:.1%}" for w in results) + " |")
-    lines.append("| best kerasboost, real text / one in-memory batch | " + " | ".join(
-        f"{summary[w]['input_ratio_of_best_kerasboost']:.2f}" for w in results) + " |")
+    lines.append(
+        "| best kerasboost / best transformers | "
+        + " | ".join(f"{next(v for k, v in summary[w]['ratios'].items() if k.startswith('best')):.2f}" for w in results)
+        + " |"
+    )
+    lines.append(
+        "| MFU of the best kerasboost | "
+        + " | ".join(f"{summary[w]['mfu_of_best_kerasboost']:.1%}" for w in results)
+        + " |"
+    )
+    lines.append(
+        "| best kerasboost, real text / one in-memory batch | "
+        + " | ".join(f"{summary[w]['input_ratio_of_best_kerasboost']:.2f}" for w in results)
+        + " |"
+    )
     return summary, "\n".join(lines)
 
 
@@ -277,11 +367,22 @@ def main() -> None:
                 row = measure(spec, workload, same_size, steps, warmup)
                 vocabulary.setdefault(workload, row.get("vocabulary_size", size["vocabulary"]))
                 results[workload][name].append(row)
-                print(f"repeat {repeat + 1}/{repeats} {workload:<14} {name:<28} {row['tokens_per_second']:>10,.0f} tokens/s", flush=True)
+                print(
+                    f"repeat {repeat + 1}/{repeats} {workload:<14} {name:<28} "
+                    f"{row['tokens_per_second']:>10,.0f} tokens/s",
+                    flush=True,
+                )
     summary, table = report(results, [name for name, _ in chosen])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "size": size, "steps": steps, "warmup": warmup, "repeats": repeats}
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "size": size,
+        "steps": steps,
+        "warmup": warmup,
+        "repeats": repeats,
+    }
     stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "workloads": summary}, indent=1))
     stem.with_suffix(".md").write_text(table + "\n")
     print(table)

@@ -73,11 +73,24 @@ def floor_seconds(size: dict, workload: str, dtype: str, steps: int, repeats: in
     def weight(*shape):
         return tf.Variable(tf.random.normal(shape, stddev=0.02))
 
-    layers = [{name: weight(*shape) for name, shape in (("query", (hidden, hidden)), ("key", (hidden, hidden)), ("value", (hidden, hidden)),
-                                                       ("output", (hidden, hidden)), ("ffn_in", (hidden, size["ffn"])), ("ffn_out", (size["ffn"], hidden)))}
-              for _ in range(size["layers"])]
+    layers = [
+        {
+            name: weight(*shape)
+            for name, shape in (
+                ("query", (hidden, hidden)),
+                ("key", (hidden, hidden)),
+                ("value", (hidden, hidden)),
+                ("output", (hidden, hidden)),
+                ("ffn_in", (hidden, size["ffn"])),
+                ("ffn_out", (size["ffn"], hidden)),
+            )
+        }
+        for _ in range(size["layers"])
+    ]
     embeddings, head_dense, inputs = weight(size["vocabulary"], hidden), weight(hidden, hidden), tf.Variable(initial)
-    variables = [inputs, embeddings, *(w for layer in layers for w in layer.values())] + ([head_dense] if workload == "bert_mlm" else [])
+    variables = [inputs, embeddings, *(w for layer in layers for w in layer.values())] + (
+        [head_dense] if workload == "bert_mlm" else []
+    )
     rows = logit_rows(size, workload)
 
     def split(x):  # the batched shape of attention's products; a reshape, not the head transpose
@@ -124,14 +137,21 @@ def main() -> None:
     size, steps, repeats = (QUICK_SIZE, 2, 1) if args.quick else (SIZE, 20, 5)
     size = dict(size, vocabulary=args.vocabulary or size["vocabulary"])
     flops = step_flops(size, args.workload)
-    print("| workload | dtype | matmul GFLOP per step | matmuls alone ms | TFLOP/s | peak TFLOP/s | step ms at 50 % MFU | left for the rest ms |")
+    print(
+        "| workload | dtype | matmul GFLOP per step | matmuls alone ms | TFLOP/s | peak TFLOP/s | "
+        "step ms at 50 % MFU | left for the rest ms |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for dtype in ("float32", "bfloat16"):
         seconds = floor_seconds(size, args.workload, dtype, steps, repeats)
         peak = matmul_peak(dtype, size=256 if args.quick else 2048)
         at_half = flops / (0.5 * peak)
-        print(f"| {args.workload} | {dtype} | {flops / 1e9:.2f} | {seconds * 1e3:.1f} | {flops / seconds / 1e12:.3f} | {peak / 1e12:.3f} | "
-              f"{at_half * 1e3:.1f} | {(at_half - seconds) * 1e3:.1f} |", flush=True)
+        print(
+            f"| {args.workload} | {dtype} | {flops / 1e9:.2f} | {seconds * 1e3:.1f} | "
+            f"{flops / seconds / 1e12:.3f} | {peak / 1e12:.3f} | {at_half * 1e3:.1f} | "
+            f"{(at_half - seconds) * 1e3:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ ARCHITECTURE = Architecture(
     segments=True,
     classifier_pooling="pooled",
     text_ends=("cls_token_id", "sep_token_id"),
-    hugging_face=HuggingFaceNames(module=lambda block, name: f"encoder.layer.{block}.{_MODULES[name]}", base_model="bert", export_prefix=""),
+    hugging_face=HuggingFaceNames(
+        module=lambda block, name: f"encoder.layer.{block}.{_MODULES[name]}", base_model="bert", export_prefix=""
+    ),
     per_sequence_layers=("pooled_dense",),
 )

@@ -5,7 +5,14 @@ Hugging Face's GPT-2 fuses query, key and value into one Conv1D `c_attn` (weight
 
 from kerasboost.architectures.spec import Architecture, HuggingFaceNames
 
-_MODULES = {"query": "attn.c_attn", "key": "attn.c_attn", "value": "attn.c_attn", "attention_output": "attn.c_proj", "intermediate": "mlp.c_fc", "output": "mlp.c_proj"}
+_MODULES = {
+    "query": "attn.c_attn",
+    "key": "attn.c_attn",
+    "value": "attn.c_attn",
+    "attention_output": "attn.c_proj",
+    "intermediate": "mlp.c_fc",
+    "output": "mlp.c_proj",
+}
 
 ARCHITECTURE = Architecture(
     name="gpt2",

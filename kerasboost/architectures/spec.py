@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 # keras-hub's transformer blocks (TransformerEncoder, TransformerDecoder) name their projections with these
 # private attributes, on the block or on its `_self_attention_layer`: attribute -> our target name.
@@ -64,11 +65,11 @@ class Architecture:
     # Where a classifier reads the text: the backbone's pooled first token, or the last real token.
     classifier_pooling: Literal["pooled", "last_token"]
     # The tokenizer attributes of the ids a classified text starts (None: nothing) and ends with.
-    text_ends: tuple[Optional[str], str]
+    text_ends: tuple[str | None, str]
     hugging_face: HuggingFaceNames
     # keras-hub layer names in the backbone that run once per sequence, not per token (for the FLOP count).
     per_sequence_layers: tuple[str, ...] = ()
-    causal_lm_class: Optional[str] = None
+    causal_lm_class: str | None = None
     projections: dict[str, str] = field(default_factory=lambda: dict(KERAS_HUB_PROJECTIONS))
     layout: dict[str, tuple] = field(default_factory=lambda: dict(KERAS_HUB_TRANSFORMER_LAYOUT))
 

@@ -15,7 +15,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-_SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "__pycache__"}
+_SKIPPED_DIRS = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "ensurepip",
+    "__pycache__",
+}
 _MIN_CHARS = 40
 
 
@@ -29,9 +39,7 @@ class Document:
 def pydocs() -> tuple[Document, ...]:
     """Docstrings (modules, classes, functions) of at least 40 characters, labelled by top-level module."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(
-        path for path in root.rglob("*.py") if not _SKIPPED_DIRS.intersection(path.relative_to(root).parts)
-    )
+    files = sorted(path for path in root.rglob("*.py") if not _SKIPPED_DIRS.intersection(path.relative_to(root).parts))
     documents = []
     for path in files:
         try:

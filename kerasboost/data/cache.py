@@ -11,17 +11,18 @@ unwritable or unreadable cache is skipped, never an error.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 import numpy as np
 
 
-def cache_dir() -> Optional[Path]:
+def cache_dir() -> Path | None:
     configured = os.environ.get("KERASBOOST_CACHE_DIR")
     if configured == "off":
         return None
@@ -61,7 +62,7 @@ def cached_sequences(kind: str, inputs: Iterable[str], build: Callable[[], list[
     return sequences
 
 
-def _entry(kind: str, inputs: Iterable[str], suffix: str) -> Optional[Path]:
+def _entry(kind: str, inputs: Iterable[str], suffix: str) -> Path | None:
     directory = cache_dir()
     if directory is None:
         return None
@@ -72,7 +73,7 @@ def _entry(kind: str, inputs: Iterable[str], suffix: str) -> Optional[Path]:
     return directory / kind / f"{digest.hexdigest()}{suffix}"
 
 
-def _write(path: Optional[Path], content: bytes) -> None:
+def _write(path: Path | None, content: bytes) -> None:
     if path is None:
         return
     try:
@@ -87,15 +88,15 @@ def _write(path: Optional[Path], content: bytes) -> None:
 
 def _touch(path: Path) -> None:
     """Marks an entry as used now (eviction goes by modification time: access times are often not kept)."""
-    try:
+    with contextlib.suppress(OSError):
         os.utime(path)
-    except OSError:
-        pass
 
 
 def _evict(directory: Path, limit: int) -> None:
     """Removes the least recently used entries until the cache holds at most `limit` bytes."""
-    entries = sorted((entry.stat().st_mtime, entry.stat().st_size, entry) for entry in directory.glob("*/*") if entry.is_file())
+    entries = sorted(
+        (entry.stat().st_mtime, entry.stat().st_size, entry) for entry in directory.glob("*/*") if entry.is_file()
+    )
     total = sum(size for _, size, _ in entries)
     for _, size, entry in entries:
         if total <= limit:

@@ -19,7 +19,9 @@ def label_names(train_labels: list[str], validation_labels: list[str]) -> list[s
     return names
 
 
-def encode_texts(token_ids: list[np.ndarray], sequence_length: int, start_id: int | None, end_id: int, pad_id: int) -> dict[str, np.ndarray]:
+def encode_texts(
+    token_ids: list[np.ndarray], sequence_length: int, start_id: int | None, end_id: int, pad_id: int
+) -> dict[str, np.ndarray]:
     """`[start] tokens [end]` truncated and right-padded; BERT gives [CLS]/[SEP], GPT-2 no start and <eot>."""
     budget = sequence_length - 1 - (start_id is not None)
     rows = np.full((len(token_ids), sequence_length), pad_id, dtype=np.int32)

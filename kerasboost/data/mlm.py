@@ -15,7 +15,9 @@ def max_predictions(data) -> int:
     return data.max_predictions or max(1, round(data.sequence_length * data.mask_rate))
 
 
-def pack_sequences(token_ids: list[np.ndarray], sequence_length: int, cls_id: int, sep_id: int, pad_id: int) -> np.ndarray:
+def pack_sequences(
+    token_ids: list[np.ndarray], sequence_length: int, cls_id: int, sep_id: int, pad_id: int
+) -> np.ndarray:
     """Concatenates documents (separated by [SEP]) and cuts them into `[CLS] chunk [SEP]` rows.
 
     Packing wastes no compute on padding; only the last row is padded, and dropped when under half full
@@ -38,7 +40,9 @@ def pack_sequences(token_ids: list[np.ndarray], sequence_length: int, cls_id: in
     return packed
 
 
-def masker(vocabulary_size: int, mask_id: int, pad_id: int, special_ids: list[int], mask_rate: float, max_predictions: int):
+def masker(
+    vocabulary_size: int, mask_id: int, pad_id: int, special_ids: list[int], mask_rate: float, max_predictions: int
+):
     """A batch transform: token ids -> (model inputs, original ids at masked slots, slot weights)."""
     special = tf.constant(sorted({pad_id, *special_ids}), tf.int32)
 
@@ -76,7 +80,9 @@ def mask_tokens(token_ids, seed, special, vocabulary_size: int, mask_id: int, ma
     labels = tf.gather(token_ids, positions, batch_dims=1)
 
     draw = tf.random.stateless_uniform(tf.shape(positions), seeds[1])
-    random_ids = tf.random.stateless_uniform(tf.shape(positions), seeds[2], minval=0, maxval=vocabulary_size, dtype=tf.int32)
+    random_ids = tf.random.stateless_uniform(
+        tf.shape(positions), seeds[2], minval=0, maxval=vocabulary_size, dtype=tf.int32
+    )
     replacement = tf.where(draw < 0.8, mask_id, tf.where(draw < 0.9, random_ids, labels))
     replacement = tf.where(weights > 0, replacement, labels)
     rows = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(positions))

@@ -31,7 +31,13 @@ def truncate_pair(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray
 
 
 def build_pairs(
-    documents: list[list[np.ndarray]], sequence_length: int, next_rate: float, seed: int, cls_id: int, sep_id: int, pad_id: int
+    documents: list[list[np.ndarray]],
+    sequence_length: int,
+    next_rate: float,
+    seed: int,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
 ) -> dict[str, np.ndarray]:
     """token_ids, segment_ids, padding_mask (N, sequence_length) and next_sentence labels (N,).
 

@@ -7,8 +7,8 @@ global batch index. So batch `k` is the same whether a run got there in one go o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -36,7 +36,9 @@ def example_order(num_examples: int, batch_size: int, seed: int, start_batch: in
     """
     per_epoch = num_examples // batch_size
     if per_epoch == 0:
-        raise DataError(f"train.batch_size: a batch of {batch_size} is larger than the {num_examples} training examples")
+        raise DataError(
+            f"train.batch_size: a batch of {batch_size} is larger than the {num_examples} training examples"
+        )
     rows = []
     epoch = start_batch // per_epoch
     offset = start_batch - epoch * per_epoch
@@ -88,7 +90,7 @@ def evaluation_batches(
     transform: BatchTransform,
     batch_size: int,
     seed: int,
-    limit: Optional[int] = None,
+    limit: int | None = None,
     multiple_of: int = 1,
 ):
     """tf.data of fixed validation batches: transformed once (same masks at every evaluation), kept in memory.
@@ -105,6 +107,9 @@ def evaluation_batches(
     merged = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
     rows = int(tf.nest.flatten(merged)[0].shape[0]) // multiple_of * multiple_of
     if rows == 0:
-        raise DataError(f"data.validation_split: {multiple_of} validation rows are needed to split over the replicas; there are fewer")
+        raise DataError(
+            f"data.validation_split: {multiple_of} validation rows are needed to split over the replicas; "
+            "there are fewer"
+        )
     merged = tf.nest.map_structure(lambda values: values[:rows], merged)
     return tf.data.Dataset.from_tensor_slices(merged).batch(batch_size)

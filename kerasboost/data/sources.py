@@ -38,7 +38,9 @@ class ReadReport:
         return text
 
 
-def read_documents(specs: list[str], config: DataConfig, key: str = "data.source", labels: bool = False) -> tuple[list[Document], ReadReport]:
+def read_documents(
+    specs: list[str], config: DataConfig, key: str = "data.source", labels: bool = False
+) -> tuple[list[Document], ReadReport]:
     """All documents of every source in `specs`, in a deterministic order."""
     report = ReadReport()
     documents: list[Document] = []
@@ -62,7 +64,9 @@ def read_documents(specs: list[str], config: DataConfig, key: str = "data.source
 def _read_builtin(spec: str, key: str) -> list[Document]:
     name = spec.removeprefix(BUILTIN_PREFIX)
     if name not in CORPORA:
-        raise DataError(f"{key}: unknown built-in corpus '{spec}' (available: {', '.join(BUILTIN_PREFIX + n for n in CORPORA)})")
+        raise DataError(
+            f"{key}: unknown built-in corpus '{spec}' (available: {', '.join(BUILTIN_PREFIX + n for n in CORPORA)})"
+        )
     return list(CORPORA[name]())
 
 
@@ -116,7 +120,9 @@ def _text_documents(lines: list[tuple[int, str]], split: str) -> list[str]:
     return documents
 
 
-def _jsonl_documents(path: Path, lines: list[tuple[int, str]], key: str, label_key: str | None, report: ReadReport) -> list[Document]:
+def _jsonl_documents(
+    path: Path, lines: list[tuple[int, str]], key: str, label_key: str | None, report: ReadReport
+) -> list[Document]:
     documents = []
     for number, text in lines:
         if not text.strip():
@@ -151,14 +157,18 @@ def _csv_documents(path: Path, lines: list[tuple[int, str]], column: str, label_
     ]
 
 
-def read_splits(config: DataConfig, seed: int, labels: bool = False) -> tuple[list[Document], list[Document], ReadReport]:
+def read_splits(
+    config: DataConfig, seed: int, labels: bool = False
+) -> tuple[list[Document], list[Document], ReadReport]:
     """Training and validation documents: `validation_source` if given, else a seeded `validation_split`."""
     documents, report = read_documents(config.sources, config, labels=labels)
     if config.validation_sources:
         validation, _ = read_documents(config.validation_sources, config, key="data.validation_source", labels=labels)
         return documents, validation, report
     if config.validation_split == 0:
-        raise DataError("data.validation_split: is 0 and no data.validation_source is given; a run needs validation data")
+        raise DataError(
+            "data.validation_split: is 0 and no data.validation_source is given; a run needs validation data"
+        )
     order = random.Random(seed).sample(range(len(documents)), len(documents))
     count = max(1, round(len(documents) * config.validation_split))
     if count >= len(documents):

@@ -65,7 +65,9 @@ def _byte_bpe_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str], r
 
 
 def _load_bpe(tokenizer_class, vocabulary: Path, merges: Path):
-    lines = [line for line in merges.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#version")]
+    lines = [
+        line for line in merges.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#version")
+    ]
     return tokenizer_class(vocabulary=json.loads(vocabulary.read_text(encoding="utf-8")), merges=lines)
 
 
@@ -75,7 +77,9 @@ def train_word_piece(documents: list[str], size: int, lowercase: bool) -> list[s
 
     def train() -> str:
         dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
-        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(dataset, size, lowercase=lowercase, reserved_tokens=RESERVED_TOKENS)
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            dataset, size, lowercase=lowercase, reserved_tokens=RESERVED_TOKENS
+        )
         return "".join(token + "\n" for token in vocabulary)
 
     inputs = ["wordpiece", keras_hub.__version__, str(size), str(lowercase), *RESERVED_TOKENS, "", *documents]
@@ -87,7 +91,9 @@ def train_byte_level_bpe(documents: list[str], size: int) -> tuple[dict[str, int
     from tokenizers import ByteLevelBPETokenizer
 
     trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(documents, vocab_size=size, min_frequency=2, special_tokens=BPE_SPECIAL_TOKENS, show_progress=False)
+    trainer.train_from_iterator(
+        documents, vocab_size=size, min_frequency=2, special_tokens=BPE_SPECIAL_TOKENS, show_progress=False
+    )
     with tempfile.TemporaryDirectory() as directory:
         trainer.save_model(directory)
         merges = (Path(directory) / "merges.txt").read_text(encoding="utf-8").splitlines()
@@ -103,6 +109,10 @@ def tokenize(tokenizer, documents: list[str]) -> list:
         dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
         return list(dataset.as_numpy_iterator())
 
-    identity = [type(tokenizer).__qualname__, keras_hub.__version__, json.dumps(tokenizer.get_config(), sort_keys=True, default=str)]
+    identity = [
+        type(tokenizer).__qualname__,
+        keras_hub.__version__,
+        json.dumps(tokenizer.get_config(), sort_keys=True, default=str),
+    ]
     identity += [*tokenizer.get_vocabulary(), "", *(getattr(tokenizer, "merges", None) or []), ""]
     return cached_sequences("tokenized", [*identity, *documents], encode)

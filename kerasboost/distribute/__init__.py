@@ -31,7 +31,8 @@ def setup(recipe: Recipe, backend: str) -> Distributed:
     if config.strategy == "none":
         if launched > 1:
             raise InputError(
-                f"distribution.strategy: none, but {launched} processes were launched; set distribution.strategy=data_parallel"
+                f"distribution.strategy: none, but {launched} processes were launched; "
+                "set distribution.strategy=data_parallel"
             )
         return Distributed()
     if backend == "jax":
@@ -44,9 +45,12 @@ def setup(recipe: Recipe, backend: str) -> Distributed:
     micro_batch = recipe.train.batch_size // recipe.train.gradient_accumulation
     if micro_batch % distributed.replicas:
         distributed.close()
-        accumulation = f" (micro-batch {micro_batch} with gradient_accumulation)" if micro_batch != recipe.train.batch_size else ""
+        accumulation = (
+            f" (micro-batch {micro_batch} with gradient_accumulation)" if micro_batch != recipe.train.batch_size else ""
+        )
         raise InputError(
-            f"train.batch_size: the global batch {recipe.train.batch_size}{accumulation} does not divide over {distributed.replicas} replicas"
+            f"train.batch_size: the global batch {recipe.train.batch_size}{accumulation} "
+            f"does not divide over {distributed.replicas} replicas"
         )
     return distributed
 
@@ -54,7 +58,10 @@ def setup(recipe: Recipe, backend: str) -> Distributed:
 def check_strategy(recipe: Recipe, backend: str) -> None:
     """Refuses a strategy the backend has no engine for (cheap: imports nothing)."""
     if recipe.distribution.strategy == "model_parallel" and backend not in MODEL_PARALLEL_BACKENDS:
-        raise InputError(f"distribution.strategy: model_parallel needs the jax backend (keras.distribution); on {backend} use data_parallel")
+        raise InputError(
+            "distribution.strategy: model_parallel needs the jax backend (keras.distribution); "
+            f"on {backend} use data_parallel"
+        )
 
 
 def _launched_processes(backend: str) -> int:

@@ -13,7 +13,14 @@ class Distributed:
 
     name = "none"
 
-    def __init__(self, replicas: int = 1, process_id: int = 0, num_processes: int = 1, details: str = "1 device", devices: int = 0):
+    def __init__(
+        self,
+        replicas: int = 1,
+        process_id: int = 0,
+        num_processes: int = 1,
+        details: str = "1 device",
+        devices: int = 0,
+    ):
         self.replicas = replicas
         self.devices = devices or replicas  # all devices of the run (replicas x model shards)
         self.process_id = process_id

@@ -1,10 +1,10 @@
 """JAX: Keras' own distribution API (`keras.distribution`), one global SPMD program over a device mesh.
 
 DataParallel replicates the variables and splits each batch over the `batch` axis; ModelParallel adds
-a `model` axis and shards the transformer's kernels by the architecture's layout (architectures/spec.py). Keras places every
-variable (and optimizer slot) by its layout when it is created, so `keras.distribution.set_distribution`
-runs before the model is built. Several processes (hosts) join through `keras.distribution.initialize`,
-and Keras then feeds each process its slice of every global batch.
+a `model` axis and shards the transformer's kernels by the architecture's layout (architectures/spec.py).
+Keras places every variable (and optimizer slot) by its layout when it is created, so
+`keras.distribution.set_distribution` runs before the model is built. Several processes (hosts) join
+through `keras.distribution.initialize`, and Keras then feeds each process its slice of every global batch.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ class KerasDistribution(Distributed):
         if not sharded:
             return f"layout: all {len(model.variables)} variables replicated on every device"
         names = sorted({variable.path.split("/")[-2] for variable in sharded})
-        return f"layout: {len(sharded)} of {len(model.variables)} variables sharded over '{MODEL_AXIS}' ({', '.join(names)}); the rest replicated"
+        return (
+            f"layout: {len(sharded)} of {len(model.variables)} variables sharded over '{MODEL_AXIS}' "
+            f"({', '.join(names)}); the rest replicated"
+        )
 
     def close(self) -> None:
         distribution.set_distribution(None)
@@ -62,22 +65,39 @@ def setup(recipe: Recipe) -> KerasDistribution:
     replicas = config.mesh.batch or len(devices) // model_shards
     needed = replicas * model_shards
     if needed > len(devices) or replicas == 0:
-        hint = f" (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count={needed} makes {needed})" if platform == "cpu" else ""
-        raise InputError(f"distribution.mesh: {replicas or 1} x {model_shards} needs {needed} devices, jax sees {len(devices)}{hint}")
+        hint = (
+            f" (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count={needed} makes {needed})"
+            if platform == "cpu"
+            else ""
+        )
+        raise InputError(
+            f"distribution.mesh: {replicas or 1} x {model_shards} needs {needed} devices, jax sees {len(devices)}{hint}"
+        )
     if jax.process_count() > 1 and needed != len(devices):
-        raise InputError(f"distribution.mesh: with {jax.process_count()} processes the mesh must use all {len(devices)} devices, not {needed}")
+        raise InputError(
+            f"distribution.mesh: with {jax.process_count()} processes the mesh must use all {len(devices)} devices, "
+            f"not {needed}"
+        )
     devices = devices[:needed]
     count = f"{needed} {platform} devices"
     if config.strategy == "data_parallel":
         return KerasDistribution(
-            distribution.DataParallel(devices=devices), "data parallel (keras.distribution.DataParallel)",
-            replicas, f"mesh {BATCH_AXIS}={replicas} · {count}", needed,
+            distribution.DataParallel(devices=devices),
+            "data parallel (keras.distribution.DataParallel)",
+            replicas,
+            f"mesh {BATCH_AXIS}={replicas} · {count}",
+            needed,
         )
     mesh = distribution.DeviceMesh(shape=(replicas, model_shards), axis_names=(BATCH_AXIS, MODEL_AXIS), devices=devices)
     return KerasDistribution(
-        distribution.ModelParallel(layout_map=transformer_layout_map(mesh, architecture(recipe.model.backbone).layout), batch_dim_name=BATCH_AXIS),
+        distribution.ModelParallel(
+            layout_map=transformer_layout_map(mesh, architecture(recipe.model.backbone).layout),
+            batch_dim_name=BATCH_AXIS,
+        ),
         "model parallel (keras.distribution.ModelParallel, Megatron layout)",
-        replicas, f"mesh {BATCH_AXIS}={replicas} x {MODEL_AXIS}={model_shards} · {count}", needed,
+        replicas,
+        f"mesh {BATCH_AXIS}={replicas} x {MODEL_AXIS}={model_shards} · {count}",
+        needed,
     )
 
 

@@ -2,8 +2,9 @@
 
 Each process gets the environment its backend's engine reads: torchrun's variables for torch
 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), Keras' KERAS_DISTRIBUTION_* for JAX.
-(TensorFlow runs one process per host; see distribute/tensorflow.py.) Process 0 prints as usual; the others' errors are shown if one fails, and
-then the remaining processes are stopped (a process waiting in a collective would wait forever).
+(TensorFlow runs one process per host; see distribute/tensorflow.py.) Process 0 prints as usual; the others'
+errors are shown if one fails, and then the remaining processes are stopped (a process waiting in a
+collective would wait forever).
 Imports no ML library.
 """
 
@@ -26,8 +27,11 @@ def launch(run_args: list[str], nproc: int, backend: str, debug: bool = False) -
     processes, logs = [], []
     for rank in range(nproc):
         env = dict(os.environ, KERAS_BACKEND=backend, **_rank_env(backend, rank, nproc, port))
-        log = None if rank == 0 else tempfile.TemporaryFile(mode="w+")
-        processes.append(subprocess.Popen(command, env=env, stdout=log if log else None, stderr=subprocess.STDOUT if log else None))
+        # The log of a child process outlives this loop: _wait reads it, and the finally below closes it.
+        log = None if rank == 0 else tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        processes.append(
+            subprocess.Popen(command, env=env, stdout=log if log else None, stderr=subprocess.STDOUT if log else None)
+        )
         logs.append(log)
     try:
         return _wait(processes, logs)
@@ -40,8 +44,12 @@ def launch(run_args: list[str], nproc: int, backend: str, debug: bool = False) -
 def _rank_env(backend: str, rank: int, nproc: int, port: int) -> dict[str, str]:
     if backend == "torch":
         return {
-            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
         }
     return {
         "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",

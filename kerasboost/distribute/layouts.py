@@ -24,7 +24,8 @@ BATCH_AXIS = "batch"
 
 
 def transformer_layout_map(mesh: distribution.DeviceMesh, layout: dict[str, tuple]) -> distribution.LayoutMap:
-    """An architecture's layout (variable path regex -> axes, architectures/spec.py) on `mesh` (axes `batch` x `model`)."""
+    """An architecture's layout (variable path regex -> axes, architectures/spec.py) on `mesh`
+    (axes `batch` x `model`)."""
     layout_map = distribution.LayoutMap(mesh)
     for pattern, axes in layout.items():
         layout_map[pattern] = axes

@@ -15,6 +15,7 @@ multi-host training. Which strategy:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -56,7 +57,9 @@ class StrategyDistribution(Distributed):
 
         def apply_summed(grads, trainable_variables=None):
             present = [index for index, grad in enumerate(grads) if grad is not None]
-            summed = tf.distribute.get_replica_context().all_reduce("sum", [tf.convert_to_tensor(grads[index]) for index in present])
+            summed = tf.distribute.get_replica_context().all_reduce(
+                "sum", [tf.convert_to_tensor(grads[index]) for index in present]
+            )
             grads = list(grads)
             for index, grad in zip(present, summed):
                 grads[index] = grad / replicas
@@ -72,7 +75,8 @@ def setup(recipe: Recipe) -> StrategyDistribution:
         # evaluate() tries to turn the PerReplica batch into one tensor), so no multi-host run starts.
         raise InputError(
             "distribution: several TensorFlow workers (TF_CONFIG) are not supported with Keras 3.15 "
-            "(MultiWorkerMirroredStrategy fails in Keras' evaluate); use one host, or the jax or torch backend across hosts"
+            "(MultiWorkerMirroredStrategy fails in Keras' evaluate); use one host, or the jax or torch backend "
+            "across hosts"
         )
     if os.environ.get("TPU_NAME") or Path("/dev/accel0").exists():
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -80,10 +84,14 @@ def setup(recipe: Recipe) -> StrategyDistribution:
         tf.tpu.experimental.initialize_tpu_system(resolver)
         strategy = tf.distribute.TPUStrategy(resolver)
         _check_mesh(config.mesh.batch, strategy.num_replicas_in_sync)
-        return StrategyDistribution(strategy, "data parallel (tf.distribute.TPUStrategy)", f"{strategy.num_replicas_in_sync} TPU cores")
+        return StrategyDistribution(
+            strategy, "data parallel (tf.distribute.TPUStrategy)", f"{strategy.num_replicas_in_sync} TPU cores"
+        )
     devices = _local_devices(config.mesh.batch)
     strategy = tf.distribute.MirroredStrategy(devices=devices)
-    return StrategyDistribution(strategy, "data parallel (tf.distribute.MirroredStrategy)", f"{len(devices)} replicas on {', '.join(devices)}")
+    return StrategyDistribution(
+        strategy, "data parallel (tf.distribute.MirroredStrategy)", f"{len(devices)} replicas on {', '.join(devices)}"
+    )
 
 
 def _tf_config_workers() -> int:
@@ -101,10 +109,8 @@ def _local_devices(wanted) -> list[str]:
         return gpus[: wanted or len(gpus)]
     if wanted and wanted > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        try:
+        with contextlib.suppress(RuntimeError):  # the runtime already started (e.g. a second run in this process)
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * wanted)
-        except RuntimeError:  # the runtime already started (e.g. a second run in this process)
-            pass
     cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
     _check_mesh(wanted, len(cpus), at_most=True)
     return cpus[: wanted or 1]

@@ -57,11 +57,19 @@ class ProcessGroupDistribution(Distributed):
     def check_replicas(self, model) -> str:
         if self.num_processes == 1:
             return ""
-        local = torch.stack([variable.value.detach().double().sum() for variable in model.variables if variable.value.is_floating_point()])
+        local = torch.stack(
+            [
+                variable.value.detach().double().sum()
+                for variable in model.variables
+                if variable.value.is_floating_point()
+            ]
+        )
         gathered = [torch.empty_like(local) for _ in range(self.num_processes)]
         dist.all_gather(gathered, local.contiguous())
         if any(not torch.equal(other, gathered[0]) for other in gathered[1:]):
-            raise RuntimeError(f"replicas diverged: the {self.num_processes} processes hold different weights after training")
+            raise RuntimeError(
+                f"replicas diverged: the {self.num_processes} processes hold different weights after training"
+            )
         return f"replicas: weights identical on all {self.num_processes} processes"
 
     def close(self) -> None:
@@ -76,16 +84,26 @@ def setup(recipe: Recipe) -> ProcessGroupDistribution:
     if config.coordinator:
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = config.coordinator.rsplit(":", 1)
     if world > 1 and not os.environ.get("MASTER_ADDR"):
-        raise InputError("distribution.coordinator: torch needs the address of rank 0 (host:port), or MASTER_ADDR/MASTER_PORT from torchrun")
+        raise InputError(
+            "distribution.coordinator: torch needs the address of rank 0 (host:port), "
+            "or MASTER_ADDR/MASTER_PORT from torchrun"
+        )
     if config.mesh.batch and config.mesh.batch != world:
-        raise InputError(f"distribution.mesh.batch: {config.mesh.batch} replicas asked, but {world} torch processes run (one replica each)")
+        raise InputError(
+            f"distribution.mesh.batch: {config.mesh.batch} replicas asked, "
+            f"but {world} torch processes run (one replica each)"
+        )
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count())))
     backend = "nccl" if cuda else "gloo"
     if world > 1:
         dist.init_process_group(backend, rank=rank, world_size=world)
-    details = f"{backend} on {'cuda' if cuda else 'cpu'}" if world > 1 else "1 process (start more with --nproc N or torchrun)"
+    details = (
+        f"{backend} on {'cuda' if cuda else 'cpu'}"
+        if world > 1
+        else "1 process (start more with --nproc N or torchrun)"
+    )
     return ProcessGroupDistribution(rank, world, details, "cuda" if cuda else "cpu")
 
 

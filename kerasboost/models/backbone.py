@@ -14,17 +14,22 @@ from kerasboost.errors import InputError
 from kerasboost.recipe import ModelConfig
 from kerasboost.rundir import preset_directory
 
+
 def build_backbone(config: ModelConfig, vocabulary_size: int):
     """The keras-hub backbone named by `config.backbone`, built under the current dtype policy."""
     backbone_class = getattr(keras_hub.models, architecture(config.backbone).backbone_class)
     if config.preset:
         preset = preset_directory(config.preset)
         if not (preset / "config.json").is_file():
-            raise InputError(f"model.preset: {preset} holds no config.json (neither a keras-hub preset nor a Hugging Face checkpoint)")
+            raise InputError(
+                f"model.preset: {preset} holds no config.json "
+                "(neither a keras-hub preset nor a Hugging Face checkpoint)"
+            )
         backbone = backbone_class.from_preset(str(preset), dtype=keras.config.dtype_policy())
         if backbone.vocabulary_size != vocabulary_size:
             raise InputError(
-                f"model.preset: the backbone's vocabulary has {backbone.vocabulary_size} tokens but the tokenizer has {vocabulary_size}"
+                f"model.preset: the backbone's vocabulary has {backbone.vocabulary_size} tokens "
+                f"but the tokenizer has {vocabulary_size}"
             )
         return backbone
     return backbone_class(vocabulary_size=vocabulary_size, **config.config.model_dump())

@@ -19,7 +19,9 @@ def build_causal_lm_model(backbone) -> keras.Model:
     return keras.Model(inputs, logits, name="causal_lm")
 
 
-def generate(backbone, tokenizer, prompts: list[str], max_length: int, strategy: str, top_k: int, top_p: float, seed: int) -> list[tuple[str, int]]:
+def generate(
+    backbone, tokenizer, prompts: list[str], max_length: int, strategy: str, top_k: int, top_p: float, seed: int
+) -> list[tuple[str, int]]:
     """(text, number of tokens) for each prompt continued to `max_length` tokens, prompt included,
     with keras-hub's samplers (seeded); generation does not stop early at <|endoftext|>."""
     samplers = {
@@ -37,7 +39,9 @@ def generate(backbone, tokenizer, prompts: list[str], max_length: int, strategy:
         padding_mask[row, : len(ids)] = True
     generated = lm.generate({"token_ids": token_ids, "padding_mask": padding_mask}, stop_token_ids=None)
     results = []
-    for ids, mask in zip(keras.ops.convert_to_numpy(generated["token_ids"]), keras.ops.convert_to_numpy(generated["padding_mask"])):
+    for ids, mask in zip(
+        keras.ops.convert_to_numpy(generated["token_ids"]), keras.ops.convert_to_numpy(generated["padding_mask"])
+    ):
         kept = ids[mask.astype(bool)]
         results.append((_text(tokenizer, kept), len(kept)))
     return results

@@ -17,5 +17,10 @@ def build_classifier(backbone, num_classes: int, dropout: float, uses_segments: 
         last = keras.ops.sum(inputs["padding_mask"], axis=1, keepdims=True) - 1
         features = keras.ops.take_along_axis(outputs, keras.ops.expand_dims(last, -1), axis=1)[:, 0, :]
     features = keras.layers.Dropout(dropout, name="classifier_dropout")(features)
-    logits = keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), dtype="float32", name="classifier")(features)
+    logits = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        dtype="float32",
+        name="classifier",
+    )(features)
     return keras.Model(inputs, logits, name="text_classifier")

@@ -30,7 +30,13 @@ class PackedDropout(keras.layers.Dropout):
         width, threshold = inputs.shape[-1], round(self.rate * _FIELDS)
         if not training or not 0 < threshold < _FIELDS or self.noise_shape is not None or width is None:
             return super().call(inputs, training=training)  # nothing (or everything) dropped, or Keras' own cases
-        draws = keras.random.randint((*ops.shape(inputs)[:-1], (width + 1) // 2), 0, 2 ** (2 * _FIELD_BITS), dtype="int32", seed=self.seed_generator)
+        draws = keras.random.randint(
+            (*ops.shape(inputs)[:-1], (width + 1) // 2),
+            0,
+            2 ** (2 * _FIELD_BITS),
+            dtype="int32",
+            seed=self.seed_generator,
+        )
         fields = ops.concatenate([ops.bitwise_and(draws, _FIELDS - 1), ops.right_shift(draws, _FIELD_BITS)], axis=-1)
         keep = ops.greater_equal(fields[..., :width], threshold)
         # One multiply by a 0-or-scale tensor: cheaper than where(keep, inputs * scale, 0) on TensorFlow and PyTorch.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
 
 import keras
 from keras import ops
@@ -25,7 +24,7 @@ from kerasboost.models.kernel_swap import swap_class_for_tensorflow_graphs
 
 
 @functools.cache
-def flat_contraction(equation: str) -> Optional[int]:
+def flat_contraction(equation: str) -> int | None:
     """How many kernel axes an `EinsumDense` equation contracts, if it is a plain matmul over flattened
     axes (inputs `batch + contracted`, kernel `contracted + free`, outputs `batch + free`); else None. Cached:
     layers ask on every call, and LoRA's in eager PyTorch on every step."""
@@ -35,7 +34,7 @@ def flat_contraction(equation: str) -> Optional[int]:
     batch = inputs[: len(inputs) - len(contracted)]
     if not contracted or not kernel.startswith(contracted) or not inputs.endswith(contracted):
         return None
-    if outputs != batch + kernel[len(contracted):] or len(set(kernel + inputs)) != len(kernel) + len(batch):
+    if outputs != batch + kernel[len(contracted) :] or len(set(kernel + inputs)) != len(kernel) + len(batch):
         return None
     return len(contracted)
 

@@ -20,7 +20,9 @@ class NextSentenceHead(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.dense = keras.layers.Dense(2, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name="logits")
+        self.dense = keras.layers.Dense(
+            2, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name="logits"
+        )
 
     def build(self, pooled_shape):
         self.dense.build(pooled_shape)

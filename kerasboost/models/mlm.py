@@ -38,7 +38,9 @@ def build_mlm_model(backbone, next_sentence: bool = False) -> keras.Model:
     mlm_logits = head(outputs["sequence_output"], mask_positions=inputs["mask_positions"])
     if not next_sentence:
         return keras.Model(inputs, mlm_logits, name="bert_masked_lm")
-    nsp_logits = NextSentenceHead(kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="nsp_head")(outputs["pooled_output"])
+    nsp_logits = NextSentenceHead(kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="nsp_head")(
+        outputs["pooled_output"]
+    )
     return keras.Model(inputs, {"mlm": mlm_logits, "nsp": nsp_logits}, name="bert_pretraining")
 
 

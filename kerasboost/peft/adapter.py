@@ -27,7 +27,10 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 
 def base_description(backbone) -> dict:
     config = backbone.get_config()
-    return {"backbone": type(backbone).__name__, **{key: config[key] for key in ("vocabulary_size", "num_layers", "hidden_dim") if key in config}}
+    return {
+        "backbone": type(backbone).__name__,
+        **{key: config[key] for key in ("vocabulary_size", "num_layers", "hidden_dim") if key in config},
+    }
 
 
 def save_adapter(model: keras.Model, backbone, directory: Path, modules_to_save: list[str] = ()) -> Path:
@@ -38,9 +41,15 @@ def save_adapter(model: keras.Model, backbone, directory: Path, modules_to_save:
         raise InputError("this model has no adapter to save (the recipe has no peft: section)")
     first = layers[0]
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{layer.path}/{v.name}": np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for layer in layers for v in layer.adapter_variables}
+    tensors = {
+        f"{layer.path}/{v.name}": np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32)
+        for layer in layers
+        for v in layer.adapter_variables
+    }
     for name in modules_to_save:
-        tensors.update({v.path: np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for v in model.get_layer(name).weights})
+        tensors.update(
+            {v.path: np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for v in model.get_layer(name).weights}
+        )
     save_file({key: np.ascontiguousarray(value) for key, value in tensors.items()}, str(directory / WEIGHTS_FILE))
     config = {
         "format": "kerasboost-adapter",
@@ -68,15 +77,28 @@ def load_adapter(model: keras.Model, backbone, directory: Path, settings: PeftCo
     base = base_description(backbone)
     for key, value in config["base"].items():
         if base.get(key) != value:
-            raise InputError(f"peft.adapter: the adapter was trained on a base with {key}={value}, this model has {key}={base.get(key)}")
+            raise InputError(
+                f"peft.adapter: the adapter was trained on a base with {key}={value}, "
+                f"this model has {key}={base.get(key)}"
+            )
     targets = [f"re:^{re.escape(path)}$" for path in config["layers"]]
-    update = {"method": config["method"], "rank": config["rank"], "alpha": config["alpha"], "rslora": config["rslora"], "targets": targets}
-    adapted = settings.model_copy(update={**update, "modules_to_save": sorted({*settings.modules_to_save, *config.get("modules_to_save", [])})})
+    update = {
+        "method": config["method"],
+        "rank": config["rank"],
+        "alpha": config["alpha"],
+        "rslora": config["rslora"],
+        "targets": targets,
+    }
+    adapted = settings.model_copy(
+        update={**update, "modules_to_save": sorted({*settings.modules_to_save, *config.get("modules_to_save", [])})}
+    )
     report = apply_peft(model, adapted, seed)
     found = {path: (fan_in, fan_out) for path, fan_in, fan_out, _ in report.wrapped}
     for path, shape in config["layers"].items():
         if found.get(path) != tuple(shape):
-            raise InputError(f"peft.adapter: layer {path} is {tuple(shape)} in the adapter but {found.get(path)} in the base model")
+            raise InputError(
+                f"peft.adapter: layer {path} is {tuple(shape)} in the adapter but {found.get(path)} in the base model"
+            )
     tensors = load_file(str(directory / WEIGHTS_FILE))
     for layer in adapter_layers(model):
         for variable in layer.adapter_variables:
@@ -84,6 +106,9 @@ def load_adapter(model: keras.Model, backbone, directory: Path, settings: PeftCo
     for name in config.get("modules_to_save", []):
         for variable in model.get_layer(name).weights:
             if tuple(variable.shape) != tensors[variable.path].shape:
-                raise InputError(f"peft.adapter: {variable.path} is {tensors[variable.path].shape} in the adapter but {tuple(variable.shape)} in this model")
+                raise InputError(
+                    f"peft.adapter: {variable.path} is {tensors[variable.path].shape} in the adapter "
+                    f"but {tuple(variable.shape)} in this model"
+                )
             variable.assign(tensors[variable.path])
     return report

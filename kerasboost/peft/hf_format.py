@@ -6,8 +6,9 @@ one serves an encoder and an LM with; `target_modules` also matches them under a
 (BertForSequenceClassification's bert., ...). Import accepts keys with or without the base model's
 prefix. PEFT stores lora_A (r, in) and lora_B (out, r): the transposes of ours.
 
-Where an architecture fuses projections (GPT-2 query, key and value into one `c_attn` (a Conv1D with 3 * hidden outputs), our separate
-q/k/v adapters of rank r become one c_attn adapter of rank n * r (n = how many of q/k/v are adapted):
+Where an architecture fuses projections (GPT-2 query, key and value into one `c_attn` (a Conv1D with
+3 * hidden outputs), our separate q/k/v adapters of rank r become one c_attn adapter of rank n * r
+(n = how many of q/k/v are adapted):
 lora_A stacks the n A matrices, lora_B is block-diagonal, and alpha is scaled (n * alpha, or
 sqrt(n) * alpha with rsLoRA) so that alpha / rank is unchanged; PEFT's `rank_pattern` / `alpha_pattern`
 carry the per-module values. The reverse is exact too: each of q/k/v gets the shared lora_A and its own
@@ -62,7 +63,12 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
     if not layers:
         raise InputError("this model has no adapter to export (the recipe has no peft: section)")
     first = layers[0]
-    rank, alpha, rslora, dora = first.adapter_rank, first.adapter_alpha, first.adapter_rslora, first.adapter_method == "dora"
+    rank, alpha, rslora, dora = (
+        first.adapter_rank,
+        first.adapter_alpha,
+        first.adapter_rslora,
+        first.adapter_method == "dora",
+    )
     names = {path: name for path, (layer, name) in projections(model).items()}
     tensors, rank_pattern, alpha_pattern, modules = {}, {}, {}, set()
     fused: dict[int, dict[str, object]] = {}
@@ -105,7 +111,11 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
         alpha_pattern[module] = alpha * (math.sqrt(len(present)) if rslora else len(present))
     directory.mkdir(parents=True, exist_ok=True)
     # safetensors writes an array's raw buffer: make every one C-ordered (np.concatenate of transposes is not).
-    save_file({key: np.ascontiguousarray(value) for key, value in tensors.items()}, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {key: np.ascontiguousarray(value) for key, value in tensors.items()},
+        str(directory / "adapter_model.safetensors"),
+        metadata={"format": "pt"},
+    )
     config = {
         "peft_type": "LORA",
         "task_type": None,
@@ -145,7 +155,10 @@ def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftCon
     config = json.loads((directory / "adapter_config.json").read_text())
     if config.get("peft_type") != "LORA":
         raise InputError(f"peft.adapter: {directory} is a {config.get('peft_type')} adapter; only LORA is supported")
-    tensors = {key.removesuffix(".weight"): value for key, value in load_file(str(directory / "adapter_model.safetensors")).items()}
+    tensors = {
+        key.removesuffix(".weight"): value
+        for key, value in load_file(str(directory / "adapter_model.safetensors")).items()
+    }
     method = "dora" if config.get("use_dora") else "lora"
     rslora = bool(config.get("use_rslora"))
 
@@ -179,7 +192,10 @@ def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftCon
             fan_in, fan_out = layer.adapter_shape
             rows = slice(part * fan_out, (part + 1) * fan_out) if part is not None else slice(None)
             if lora_a.shape != (rank, fan_in) or lora_b[rows].shape != (fan_out, rank):
-                raise InputError(f"peft.adapter: {module} has lora_A {lora_a.shape}, lora_B {lora_b.shape}; this model needs ({rank}, {fan_in}) and ({fan_out}, {rank})")
+                raise InputError(
+                    f"peft.adapter: {module} has lora_A {lora_a.shape}, lora_B {lora_b.shape}; "
+                    f"this model needs ({rank}, {fan_in}) and ({fan_out}, {rank})"
+                )
             layer.adapter_a.assign(lora_a.T)
             layer.adapter_b.assign(lora_b[rows].T)
             if magnitude is not None:

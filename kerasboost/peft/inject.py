@@ -1,8 +1,9 @@
 """Putting adapters into a keras-hub model: which projections, what stays trainable, what it costs.
 
 Targets are named after keras-hub's sublayers (`query`, `key`, `value`, `attention_output`,
-`intermediate`, `output`; the private attribute names are in architectures/spec.py), or `all-linear` for all six, or regular expressions on layer paths written
-`re:PATTERN`. `exclude` patterns remove matches. Everything else is frozen, except the layers named in
+`intermediate`, `output`; the private attribute names are in architectures/spec.py), or `all-linear`
+for all six, or regular expressions on layer paths written `re:PATTERN`. `exclude` patterns remove
+matches. Everything else is frozen, except the layers named in
 `modules_to_save` (e.g. a classification head), which train in full.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 import keras
 import numpy as np
@@ -29,16 +29,25 @@ class PeftReport:
     wrapped: list[tuple[str, int, int, int]]  # path, in_features, out_features, adapter parameters
     trainable: int
     total: int
-    weight_bytes: Optional[tuple[int, int]] = None  # with quantize_base: before and after quantizing
+    weight_bytes: tuple[int, int] | None = None  # with quantize_base: before and after quantizing
 
     def lines(self) -> list[str]:
         width = max(len(path) for path, *_ in self.wrapped)
-        rows = [f"  {path:<{width}}  {fan_in:>5} -> {fan_out:<5}  {params:>8,}" for path, fan_in, fan_out, params in self.wrapped]
+        rows = [
+            f"  {path:<{width}}  {fan_in:>5} -> {fan_out:<5}  {params:>8,}"
+            for path, fan_in, fan_out, params in self.wrapped
+        ]
         share = 100 * self.trainable / self.total
-        lines = [f"peft: {len(self.wrapped)} layers wrapped", *rows, f"  trainable {self.trainable:,} of {self.total:,} parameters ({share:.2f} %)"]
+        lines = [
+            f"peft: {len(self.wrapped)} layers wrapped",
+            *rows,
+            f"  trainable {self.trainable:,} of {self.total:,} parameters ({share:.2f} %)",
+        ]
         if self.weight_bytes:
             before, after = self.weight_bytes
-            lines.append(f"  int8 base: weights {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB ({after / before:.0%})")
+            lines.append(
+                f"  int8 base: weights {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB ({after / before:.0%})"
+            )
         return lines
 
 
@@ -60,7 +69,10 @@ def select_targets(model: keras.Model, config: PeftConfig) -> list[keras.layers.
     names = set(ALL_LINEAR) if "all-linear" in targets else {t for t in targets if not t.startswith("re:")}
     unknown = names - set(ALL_LINEAR)
     if unknown:
-        raise InputError(f"peft.targets: unknown target {sorted(unknown)[0]!r} (choose from {', '.join(ALL_LINEAR)}, all-linear or re:PATTERN)")
+        raise InputError(
+            f"peft.targets: unknown target {sorted(unknown)[0]!r} "
+            f"(choose from {', '.join(ALL_LINEAR)}, all-linear or re:PATTERN)"
+        )
     patterns = [re.compile(t[3:]) for t in targets if t.startswith("re:")]
     excluded = [re.compile(p) for p in config.exclude]
     chosen = [
@@ -83,7 +95,9 @@ def apply_peft(model: keras.Model, config: PeftConfig, seed: int) -> PeftReport:
         quantize_projections(model)
         memory = (before, weight_bytes(model))
     for index, layer in enumerate(chosen):
-        attach_lora(layer, config.method, config.rank, config.alpha, config.dropout, config.rslora, config.init, seed + index)
+        attach_lora(
+            layer, config.method, config.rank, config.alpha, config.dropout, config.rslora, config.init, seed + index
+        )
     report = freeze_all_but(model, chosen, config.modules_to_save)
     report.weight_bytes = memory
     return report
@@ -101,7 +115,10 @@ def freeze_all_but(model: keras.Model, adapted: list, modules_to_save: list[str]
     for variable in model.variables:
         if variable.trainable and id(variable) not in adapters | saved:
             variable.trainable = False
-    wrapped = [(layer.path, *layer.adapter_shape, sum(math.prod(v.shape) for v in layer.adapter_variables)) for layer in adapted]
+    wrapped = [
+        (layer.path, *layer.adapter_shape, sum(math.prod(v.shape) for v in layer.adapter_variables))
+        for layer in adapted
+    ]
     trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
     total = sum(math.prod(v.shape) for v in model.weights)
     return PeftReport(wrapped, trainable, total)

@@ -37,7 +37,9 @@ class LoraLayer:
     Attributes are named `adapter_*` because Keras' Dense already owns `lora_*` for its built-in LoRA.
     """
 
-    def _init_adapter(self, method: str, rank: int, alpha: float, dropout: float, rslora: bool, init: str, seed: int) -> None:
+    def _init_adapter(
+        self, method: str, rank: int, alpha: float, dropout: float, rslora: bool, init: str, seed: int
+    ) -> None:
         in_features, out_features = self.adapter_shape
         self.adapter_method = method
         self.adapter_rank = rank
@@ -46,9 +48,17 @@ class LoraLayer:
         self.adapter_scale = alpha / (math.sqrt(rank) if rslora else rank)
         self.adapter_merged = False
         self._tracker.unlock()
-        a_init = keras.initializers.HeUniform(seed=seed) if init == "kaiming" else keras.initializers.RandomNormal(stddev=1.0 / rank, seed=seed)
-        self.adapter_a = self.add_weight(name="lora_a", shape=(in_features, rank), initializer=a_init, dtype="float32", autocast=False)
-        self.adapter_b = self.add_weight(name="lora_b", shape=(rank, out_features), initializer="zeros", dtype="float32", autocast=False)
+        a_init = (
+            keras.initializers.HeUniform(seed=seed)
+            if init == "kaiming"
+            else keras.initializers.RandomNormal(stddev=1.0 / rank, seed=seed)
+        )
+        self.adapter_a = self.add_weight(
+            name="lora_a", shape=(in_features, rank), initializer=a_init, dtype="float32", autocast=False
+        )
+        self.adapter_b = self.add_weight(
+            name="lora_b", shape=(rank, out_features), initializer="zeros", dtype="float32", autocast=False
+        )
         self.adapter_magnitude = None
         if method == "dora":
             self.adapter_magnitude = self.add_weight(
@@ -75,7 +85,8 @@ class LoraLayer:
         return 1
 
     def _flat_kernel(self):
-        """The base kernel as a float32 (in, out) matrix, at its storage precision even inside a mixed-precision call."""
+        """The base kernel as a float32 (in, out) matrix, at its storage precision even inside a
+        mixed-precision call."""
         with AutocastScope(None):
             return ops.reshape(float_kernel(self), self.adapter_shape)
 
@@ -106,10 +117,10 @@ class LoraLayer:
             batch_shape = ops.shape(x)[: len(x.shape) - self._input_rank()]
             flat = ops.reshape(ops.cast(x, "float32"), (-1, self.adapter_shape[0]))
             update = ops.matmul(ops.matmul(flat, self.adapter_a), self.adapter_b) * self.adapter_scale
-            update = ops.reshape(update, (*batch_shape, *tuple(self._kernel.shape)[self._input_rank():]))
+            update = ops.reshape(update, (*batch_shape, *tuple(self._kernel.shape)[self._input_rank() :]))
             if self.adapter_magnitude is not None:
                 norm = ops.stop_gradient(self._column_norm(self._flat_kernel() + self.adapter_delta()))
-                scale = ops.reshape(self.adapter_magnitude / norm, tuple(self._kernel.shape)[self._input_rank():])
+                scale = ops.reshape(self.adapter_magnitude / norm, tuple(self._kernel.shape)[self._input_rank() :])
                 outputs = ops.cast(scale, outputs.dtype) * outputs
                 update = scale * update
             outputs = outputs + ops.cast(update, outputs.dtype)
@@ -142,7 +153,9 @@ class LoraLayer:
         weight = self._flat_kernel()
         if self.adapter_magnitude is not None:
             weight = weight * (self._merged_norm / self.adapter_magnitude)
-        self._kernel.assign(ops.cast(ops.reshape(weight - self.adapter_delta(), self._kernel.shape), self._kernel.dtype))
+        self._kernel.assign(
+            ops.cast(ops.reshape(weight - self.adapter_delta(), self._kernel.shape), self._kernel.dtype)
+        )
         self.adapter_merged = False
 
     # --- saving: the base layer's own variables first, then the adapter's -------------------------
@@ -159,7 +172,9 @@ class LoraLayer:
     def load_own_variables(self, store):
         variables = self._stored_variables()
         if len(store.keys()) != len(variables):
-            raise ValueError(f"{self.path}: the weights file holds {len(store.keys())} variables, the LoRA layer {len(variables)}")
+            raise ValueError(
+                f"{self.path}: the weights file holds {len(store.keys())} variables, the LoRA layer {len(variables)}"
+            )
         for index, variable in enumerate(variables):
             variable.assign(store[str(index)])
 
@@ -186,11 +201,24 @@ def float_kernel(layer):
         return ops.cast(layer._kernel, "float32")
     if layer.quantization_mode != "int8":
         raise ValueError(f"{layer.path}: only int8 bases are supported, not {layer.quantization_mode}")
-    scale = layer.kernel_scale if isinstance(layer, keras.layers.Dense) else layer._adjust_scale_for_dequant(layer.kernel_scale)
+    scale = (
+        layer.kernel_scale
+        if isinstance(layer, keras.layers.Dense)
+        else layer._adjust_scale_for_dequant(layer.kernel_scale)
+    )
     return ops.divide(ops.cast(layer._kernel, "float32"), ops.cast(scale, "float32"))
 
 
-def attach_lora(layer, method: str = "lora", rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False, init: str = "kaiming", seed: int = 0):
+def attach_lora(
+    layer,
+    method: str = "lora",
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    rslora: bool = False,
+    init: str = "kaiming",
+    seed: int = 0,
+):
     """Turns a built Dense or EinsumDense (float or int8-quantized) into its LoRA subclass in place."""
     if isinstance(layer, LoraLayer):
         raise ValueError(f"{layer.path}: already has a LoRA adapter")
@@ -203,4 +231,3 @@ def attach_lora(layer, method: str = "lora", rank: int = 8, alpha: float = 16.0,
     layer._input_rank()  # refuses kernels that do not flatten to (in, out)
     layer._init_adapter(method, rank, alpha, dropout, rslora, init, seed)
     return layer
-

@@ -11,7 +11,12 @@ from kerasboost.rundir import RunDir
 from kerasboost.tasks import bert_pretraining, causal_lm, classification, mlm
 from kerasboost.tasks.task import Task
 
-_BUILDERS = {"mlm": mlm.prepare, "bert_pretraining": bert_pretraining.prepare, "causal_lm": causal_lm.prepare, "classification": classification.prepare}
+_BUILDERS = {
+    "mlm": mlm.prepare,
+    "bert_pretraining": bert_pretraining.prepare,
+    "causal_lm": causal_lm.prepare,
+    "classification": classification.prepare,
+}
 
 
 def prepare_task(recipe: Recipe, run: RunDir, train_docs, validation_docs, report) -> Task:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from kerasboost.data.pipeline import Batches
 from kerasboost.data.causal import next_token_transform, pack_causal
+from kerasboost.data.pipeline import Batches
 from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.causal_lm import build_causal_lm_model, generate
@@ -17,13 +17,27 @@ def prepare(recipe, run, train_docs, validation_docs, report):
     data = recipe.data
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
     examples = packed_splits(
-        tokenizer, train_docs, validation_docs, data.sequence_length, lambda ids: pack_causal(ids, data.sequence_length, tokenizer.end_token_id)
+        tokenizer,
+        train_docs,
+        validation_docs,
+        data.sequence_length,
+        lambda ids: pack_causal(ids, data.sequence_length, tokenizer.end_token_id),
     )
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     loss, metrics = mlm_loss_and_metrics()
     summary = [
-        describe_data(report, train_docs, validation_docs, len(examples["train"]["token_ids"]), len(examples["validation"]["token_ids"]), f"packed sequences of {data.sequence_length} tokens"),
-        f"tokenizer: byte-level BPE, {tokenizer.vocabulary_size()} tokens -> {run.bpe_vocabulary_file}, {run.merges_file}",
+        describe_data(
+            report,
+            train_docs,
+            validation_docs,
+            len(examples["train"]["token_ids"]),
+            len(examples["validation"]["token_ids"]),
+            f"packed sequences of {data.sequence_length} tokens",
+        ),
+        (
+            f"tokenizer: byte-level BPE, {tokenizer.vocabulary_size()} tokens -> "
+            f"{run.bpe_vocabulary_file}, {run.merges_file}"
+        ),
     ]
 
     def after_training(log, step):
@@ -33,11 +47,33 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         print("generations:", flush=True)
         with run.generations_file.open("a", encoding="utf-8") as handle:
             for strategy in settings.strategies:
-                outputs = generate(backbone, tokenizer, settings.prompts, settings.max_length, strategy, settings.top_k, settings.top_p, settings.seed)
+                outputs = generate(
+                    backbone,
+                    tokenizer,
+                    settings.prompts,
+                    settings.max_length,
+                    strategy,
+                    settings.top_k,
+                    settings.top_p,
+                    settings.seed,
+                )
                 for prompt, (text, tokens) in zip(settings.prompts, outputs):
                     print(f"  [{strategy}] {text!r}", flush=True)
                     record = {"step": step, "strategy": strategy, "prompt": prompt, "text": text, "tokens": tokens}
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                log.text(f"generation/{strategy}", step, "\n\n".join(f"**{p}** → {t}" for p, (t, _) in zip(settings.prompts, outputs)))
+                log.text(
+                    f"generation/{strategy}",
+                    step,
+                    "\n\n".join(f"**{p}** → {t}" for p, (t, _) in zip(settings.prompts, outputs)),
+                )
 
-    return Task(tokenizer, Batches(examples["train"], examples["validation"], next_token_transform, data.sequence_length), backbone, build_causal_lm_model(backbone), loss, metrics, summary, after_training=after_training)
+    return Task(
+        tokenizer,
+        Batches(examples["train"], examples["validation"], next_token_transform, data.sequence_length),
+        backbone,
+        build_causal_lm_model(backbone),
+        loss,
+        metrics,
+        summary,
+        after_training=after_training,
+    )

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kerasboost.architectures import architecture
-from kerasboost.data.pipeline import Batches
 from kerasboost.data.classification import encode_texts, label_names, label_transform
+from kerasboost.data.pipeline import Batches
 from kerasboost.data.tokenizer import build_tokenizer, tokenize
 from kerasboost.errors import DataError
 from kerasboost.models.backbone import build_backbone
@@ -37,10 +36,22 @@ def prepare(recipe, run, train_docs, validation_docs, report):
     end_id = getattr(tokenizer, end)
     examples = {}
     for split, documents in (("train", train_docs), ("validation", validation_docs)):
-        encoded = encode_texts(tokenize(tokenizer, [doc.text for doc in documents]), data.sequence_length, start_id, end_id, tokenizer.pad_token_id)
+        encoded = encode_texts(
+            tokenize(tokenizer, [doc.text for doc in documents]),
+            data.sequence_length,
+            start_id,
+            end_id,
+            tokenizer.pad_token_id,
+        )
         examples[split] = {**encoded, "label": np.array([index[doc.label] for doc in documents], dtype=np.int32)}
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
-    model = build_classifier(backbone, len(names), recipe.model.classifier_dropout, uses_segments=spec.segments, pooling=spec.classifier_pooling)
+    model = build_classifier(
+        backbone,
+        len(names),
+        recipe.model.classifier_dropout,
+        uses_segments=spec.segments,
+        pooling=spec.classifier_pooling,
+    )
     counts = np.bincount(examples["validation"]["label"], minlength=len(names))
     summary = [
         describe_data(report, train_docs, validation_docs, len(train_docs), len(validation_docs), "texts"),
@@ -78,7 +89,9 @@ def classification_metrics(model, dataset, names: list[str], log, step: int) -> 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """matrix[t, p] = how many examples of class t were predicted as p."""
-    return np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def scores(matrix: np.ndarray) -> dict:
@@ -96,7 +109,7 @@ def scores(matrix: np.ndarray) -> dict:
     return {"precision": float(precision.mean()), "recall": float(recall.mean()), "macro_f1": float(f1.mean())}
 
 
-def missing_classes_notice(counts: np.ndarray, names: list[str]) -> Optional[str]:
+def missing_classes_notice(counts: np.ndarray, names: list[str]) -> str | None:
     """One line when the validation labels lack some of the trained classes (`counts`: examples per class)."""
     missing = [name for name, count in zip(names, counts) if count == 0]
     if not missing:
@@ -113,5 +126,5 @@ def confusion_image(matrix: np.ndarray, cell: int = 24) -> np.ndarray:
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     pixels = np.kron(share, np.ones((cell, cell)))
-    image = np.stack([pixels, pixels ** 0.5, 1 - pixels], axis=-1) * 255
+    image = np.stack([pixels, pixels**0.5, 1 - pixels], axis=-1) * 255
     return tf.cast(image[None], tf.uint8).numpy()

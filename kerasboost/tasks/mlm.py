@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kerasboost.data.pipeline import Batches
 from kerasboost.data.mlm import masker, max_predictions, pack_sequences
+from kerasboost.data.pipeline import Batches
 from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.mlm import build_mlm_model, mlm_loss_and_metrics
@@ -13,7 +13,12 @@ from kerasboost.tasks.task import Task, describe_data, packed_splits
 def mlm_masker(recipe, tokenizer):
     data = recipe.data
     return masker(
-        tokenizer.vocabulary_size(), tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.special_token_ids, data.mask_rate, max_predictions(data)
+        tokenizer.vocabulary_size(),
+        tokenizer.mask_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.special_token_ids,
+        data.mask_rate,
+        max_predictions(data),
     )
 
 
@@ -21,13 +26,25 @@ def prepare(recipe, run, train_docs, validation_docs, report):
     data = recipe.data
     tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
     examples = packed_splits(
-        tokenizer, train_docs, validation_docs, data.sequence_length,
-        lambda ids: pack_sequences(ids, data.sequence_length, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id),
+        tokenizer,
+        train_docs,
+        validation_docs,
+        data.sequence_length,
+        lambda ids: pack_sequences(
+            ids, data.sequence_length, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+        ),
     )
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     loss, metrics = mlm_loss_and_metrics()
     summary = [
-        describe_data(report, train_docs, validation_docs, len(examples["train"]["token_ids"]), len(examples["validation"]["token_ids"]), f"sequences of {data.sequence_length} tokens"),
+        describe_data(
+            report,
+            train_docs,
+            validation_docs,
+            len(examples["train"]["token_ids"]),
+            len(examples["validation"]["token_ids"]),
+            f"sequences of {data.sequence_length} tokens",
+        ),
         f"tokenizer: WordPiece, {tokenizer.vocabulary_size()} tokens -> {run.vocabulary_file}",
     ]
     batches = Batches(examples["train"], examples["validation"], mlm_masker(recipe, tokenizer), data.sequence_length)

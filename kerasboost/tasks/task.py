@@ -3,8 +3,9 @@ loss and metrics), and the helpers the task modules share to build one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import keras
 
@@ -23,13 +24,13 @@ class Task:
     loss: Any
     metrics: Any
     summary: list[str]
-    loss_weights: Optional[dict] = None
+    loss_weights: dict | None = None
     # The logged loss whose exp() is the perplexity (None: not a language model).
-    perplexity_of: Optional[str] = "loss"
+    perplexity_of: str | None = "loss"
     # Extra validation metrics computed from predictions: (model, validation dataset, log, step) -> dict.
-    extra_metrics: Optional[Callable] = None
+    extra_metrics: Callable | None = None
     # Runs after training, e.g. sample generation: (log, step, run) -> None.
-    after_training: Optional[Callable] = None
+    after_training: Callable | None = None
 
 
 def packed_splits(tokenizer, train_docs, validation_docs, sequence_length: int, pack: Callable) -> dict[str, dict]:
@@ -38,11 +39,18 @@ def packed_splits(tokenizer, train_docs, validation_docs, sequence_length: int, 
     for split, documents in (("train", train_docs), ("validation", validation_docs)):
         packed = pack(tokenize(tokenizer, [doc.text for doc in documents]))
         if len(packed) == 0:
-            raise DataError(f"data.source: the {split} documents give no sequence of data.sequence_length={sequence_length} tokens")
+            raise DataError(
+                f"data.source: the {split} documents give no sequence of data.sequence_length={sequence_length} tokens"
+            )
         examples[split] = {"token_ids": packed}
     return examples
 
 
-def describe_data(report: ReadReport, train_docs, validation_docs, train_rows: int, validation_rows: int, unit: str) -> str:
-    line = f"data: {len(train_docs)} training / {len(validation_docs)} validation documents -> {train_rows} / {validation_rows} {unit}"
+def describe_data(
+    report: ReadReport, train_docs, validation_docs, train_rows: int, validation_rows: int, unit: str
+) -> str:
+    line = (
+        f"data: {len(train_docs)} training / {len(validation_docs)} validation documents -> "
+        f"{train_rows} / {validation_rows} {unit}"
+    )
     return line + (f" ({report.describe()})" if report.skipped else "")

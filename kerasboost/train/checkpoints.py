@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import keras
 
@@ -29,7 +28,7 @@ def save_checkpoint(model: keras.Model, directory: Path, step: int, keep: int) -
     return final
 
 
-def latest_checkpoint(directory: Path) -> Optional[tuple[Path, int]]:
+def latest_checkpoint(directory: Path) -> tuple[Path, int] | None:
     found = _checkpoints(directory)
     if not found:
         return None

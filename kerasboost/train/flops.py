@@ -44,7 +44,9 @@ def flops_per_token(recipe: Recipe, model: keras.Model, backbone) -> float:
     dense = [variable for variable in model.weights if variable.path not in embedding_paths and _is_weight(variable)]
     trainable = {id(variable) for variable in model.trainable_weights}
     shares = _position_shares(recipe, backbone)
-    per_token = sum((6 if id(variable) in trainable else 4) * int(np.prod(variable.shape)) * shares(variable) for variable in dense)
+    per_token = sum(
+        (6 if id(variable) in trainable else 4) * int(np.prod(variable.shape)) * shares(variable) for variable in dense
+    )
     layers, hidden = backbone.num_layers, backbone.hidden_dim
     sequence = recipe.data.sequence_length
     per_token += 12 * layers * sequence * hidden

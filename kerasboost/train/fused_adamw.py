@@ -30,7 +30,9 @@ class FusedAdamW(keras.optimizers.AdamW):
 
     def __init__(self, *args, **kwargs):
         if keras.backend.backend() != "tensorflow":
-            raise ValueError("FusedAdamW runs TensorFlow's ApplyAdam kernel; use keras.optimizers.AdamW on other backends")
+            raise ValueError(
+                "FusedAdamW runs TensorFlow's ApplyAdam kernel; use keras.optimizers.AdamW on other backends"
+            )
         super().__init__(*args, **kwargs)
         self._powers = None
 

@@ -23,7 +23,9 @@ class RunLog:
         self.metrics_file = metrics_file
         self._writers = {}
         if tensorboard:
-            self._writers = {split: tf.summary.create_file_writer(str(logs_dir / split)) for split in ("train", "validation")}
+            self._writers = {
+                split: tf.summary.create_file_writer(str(logs_dir / split)) for split in ("train", "validation")
+            }
 
     def scalars(self, split: str, step: int, values: dict[str, float]) -> None:
         writer = self._writers.get(split)
@@ -83,7 +85,18 @@ class StepLogger(MicroBatchCounter):
     inside an evaluation period. `mean` averages the loss over the processes of a distributed run.
     """
 
-    def __init__(self, log: RunLog, schedule, first_step: int, accumulation: int, tokens_per_batch: int, every: int, last_step: int, speed, mean=float):
+    def __init__(
+        self,
+        log: RunLog,
+        schedule,
+        first_step: int,
+        accumulation: int,
+        tokens_per_batch: int,
+        every: int,
+        last_step: int,
+        speed,
+        mean=float,
+    ):
         super().__init__(first_step * accumulation, last_step * accumulation)
         self.speed = speed
         self.mean = mean  # the train loss averaged over replicas (each process sees its own)

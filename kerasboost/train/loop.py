@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from kerasboost.data.pipeline import Batches, evaluation_batches, training_batches
+from kerasboost.data.pipeline import evaluation_batches, training_batches
 from kerasboost.distribute import Distributed
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
@@ -35,7 +35,16 @@ class PeriodEnd(keras.callbacks.Callback):
     """At the end of each evaluation period: validation metrics, TensorBoard, metrics.jsonl, and a
     checkpoint when the period crossed a multiple of `checkpoint.every_steps` (or ended the run)."""
 
-    def __init__(self, evaluate, steps: StepLogger, recipe: Recipe, run: RunDir, total_steps: int, tokens_per_step: int, distributed: Distributed):
+    def __init__(
+        self,
+        evaluate,
+        steps: StepLogger,
+        recipe: Recipe,
+        run: RunDir,
+        total_steps: int,
+        tokens_per_step: int,
+        distributed: Distributed,
+    ):
         super().__init__()
         self.evaluate = evaluate
         self.distributed = distributed
@@ -59,7 +68,9 @@ class PeriodEnd(keras.callbacks.Callback):
         if epoch > 0:
             self._steady[0] += tokens
             self._steady[1] += seconds
-        self.result.evaluations.append(self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds))
+        self.result.evaluations.append(
+            self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds)
+        )
         every = self.recipe.checkpoint.every_steps
         due = (every and step // every > self.result.final_step // every) or step == self.total_steps
         if due and self.distributed.saves_weights:
@@ -69,7 +80,16 @@ class PeriodEnd(keras.callbacks.Callback):
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
 
 
-def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total_steps: int, distributed: Distributed, speed: Speed) -> TrainResult:
+def train(
+    task,
+    recipe: Recipe,
+    run: RunDir,
+    log: RunLog,
+    start_step: int,
+    total_steps: int,
+    distributed: Distributed,
+    speed: Speed,
+) -> TrainResult:
     """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`.
 
     Every process of a distributed run goes through here in lockstep; `distributed.saves_weights` says
@@ -80,7 +100,12 @@ def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total
     accumulation = config.gradient_accumulation
     micro_batch = config.batch_size // accumulation
     validation = evaluation_batches(
-        batches.validation, batches.transform, config.batch_size, recipe.seed + 1, config.eval_batches, distributed.validation_multiple(config.batch_size)
+        batches.validation,
+        batches.transform,
+        config.batch_size,
+        recipe.seed + 1,
+        config.eval_batches,
+        distributed.validation_multiple(config.batch_size),
     )
     schedule = build_schedule(config, total_steps)
 
@@ -89,15 +114,31 @@ def train(task, recipe: Recipe, run: RunDir, log: RunLog, start_step: int, total
         return _report(values, log, step, total_steps, schedule, train_loss, tokens_per_second)
 
     steps = StepLogger(
-        log, schedule, start_step, accumulation, micro_batch * batches.tokens_per_example, recipe.logging.every_steps, total_steps, speed, distributed.mean
+        log,
+        schedule,
+        start_step,
+        accumulation,
+        micro_batch * batches.tokens_per_example,
+        recipe.logging.every_steps,
+        total_steps,
+        speed,
+        distributed.mean,
     )
-    period_end = PeriodEnd(evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example, distributed)
+    period_end = PeriodEnd(
+        evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example, distributed
+    )
     if start_step == 0:
         period_end.result.evaluations.append(evaluate(0))
     remaining = total_steps - start_step
     if remaining > 0:
         dataset = training_batches(
-            batches.train, batches.transform, micro_batch, recipe.seed, start_step * accumulation, remaining * accumulation, distributed.data_shard()
+            batches.train,
+            batches.transform,
+            micro_batch,
+            recipe.seed,
+            start_step * accumulation,
+            remaining * accumulation,
+            distributed.data_shard(),
         )
         model.fit(
             dataset,
@@ -125,14 +166,19 @@ def validation_metrics(task, validation, log: RunLog, step: int) -> dict[str, fl
     return values
 
 
-def _report(values: dict, log: RunLog, step: int, total_steps: int, schedule, train_loss=None, tokens_per_second=None) -> dict:
+def _report(
+    values: dict, log: RunLog, step: int, total_steps: int, schedule, train_loss=None, tokens_per_second=None
+) -> dict:
     entry = {"step": step, "learning_rate": learning_rate(schedule, step), **{f"val_{k}": v for k, v in values.items()}}
     shown = f"step {step:>{len(str(total_steps))}}/{total_steps}"
     if train_loss is not None:
         entry.update(loss=train_loss, tokens_per_second=tokens_per_second)
         shown += f"  loss {train_loss:.4f}"
     log.record(entry)
-    shown += "".join(f"  val_{name} {value:.1f}" if name == "perplexity" else f"  val_{name} {value:.4f}" for name, value in values.items())
+    shown += "".join(
+        f"  val_{name} {value:.1f}" if name == "perplexity" else f"  val_{name} {value:.4f}"
+        for name, value in values.items()
+    )
     if tokens_per_second:
         shown += f"  {tokens_per_second:,.0f} tokens/s"
     print(shown, flush=True)

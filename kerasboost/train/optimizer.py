@@ -10,7 +10,6 @@ from keras import ops
 from kerasboost.recipe import TrainConfig
 from kerasboost.train.fused_adamw import FusedAdamW
 
-
 # Biases and LayerNorm scales/offsets. Keras matches this against the variable's name: "bias" on JAX and
 # torch, "dense/bias:0" on TensorFlow.
 NO_WEIGHT_DECAY = r"(^|/)(bias|gamma|beta)(:\d+)?$"
@@ -37,11 +36,19 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < self.warmup_steps, warm, self.end + (self.peak - self.end) * fraction)
 
     def get_config(self) -> dict:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps, "kind": self.kind, "end": self.end}
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "kind": self.kind,
+            "end": self.end,
+        }
 
 
 def build_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
-    return WarmupDecay(config.learning_rate, config.warmup_steps, total_steps, config.schedule, config.end_learning_rate)
+    return WarmupDecay(
+        config.learning_rate, config.warmup_steps, total_steps, config.schedule, config.end_learning_rate
+    )
 
 
 def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.AdamW:

@@ -13,6 +13,8 @@ if BACKEND:
     from kerasboost.backend import select_backend
 
     select_backend(BACKEND)
-    collect_ignore_glob: list[str] = [name for name, owner in (("test_fused_adamw.py", "tensorflow"),) if owner != BACKEND]
+    collect_ignore_glob: list[str] = [
+        name for name, owner in (("test_fused_adamw.py", "tensorflow"),) if owner != BACKEND
+    ]
 else:
     collect_ignore_glob = ["test_*.py"]

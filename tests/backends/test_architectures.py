@@ -44,7 +44,9 @@ def test_every_layout_pattern_matches_a_variable(built):
     spec, backbone = built
     paths = [variable.path for variable in backbone.weights]
     for pattern in spec.layout:
-        assert any(re.fullmatch(pattern, path) for path in paths), f"layout pattern {pattern} matches no variable of {spec.name}"
+        assert any(re.fullmatch(pattern, path) for path in paths), (
+            f"layout pattern {pattern} matches no variable of {spec.name}"
+        )
 
 
 def test_per_sequence_layers_exist(built):

@@ -45,6 +45,8 @@ def test_pack_dropouts_swaps_every_keras_dropout_of_a_built_model_and_it_still_t
     assert all(type(layer) is PackedDropout for layer in plain)
     assert [variable.path for variable in model.weights] == paths
     x, labels = mlm_batch(rows=8)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     history = model.fit(x, labels, batch_size=4, epochs=3, verbose=0)
     assert np.isfinite(history.history["loss"]).all() and history.history["loss"][-1] < history.history["loss"][0]

@@ -20,7 +20,9 @@ POOLER = HIDDEN * HIDDEN + HIDDEN
 def test_bert_mlm_counts_the_pooler_once_per_sequence_and_the_head_at_the_masked_slots():
     model = tiny_bert_mlm(0.0, vocabulary=VOCABULARY, sequence=SEQUENCE)
     backbone = _backbone(model)
-    recipe = load_recipe(ROOT / "recipes" / "mlm.yaml", [f"data.sequence_length={SEQUENCE}", f"data.max_predictions={SLOTS}"])
+    recipe = load_recipe(
+        ROOT / "recipes" / "mlm.yaml", [f"data.sequence_length={SEQUENCE}", f"data.max_predictions={SLOTS}"]
+    )
     pooler = 4 * POOLER / SEQUENCE  # frozen without next-sentence prediction; [CLS] only
     head = 6 * (HIDDEN * HIDDEN + HIDDEN + 2 * HIDDEN + VOCABULARY) * SLOTS / SEQUENCE  # dense, norm, output bias
     vocabulary_projection = 6 * VOCABULARY * HIDDEN * SLOTS / SEQUENCE  # the tied token embedding

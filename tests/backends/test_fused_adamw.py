@@ -18,7 +18,9 @@ class DenseGradientAdamW(keras.optimizers.AdamW):
     """The reference: Keras' AdamW, handed the embedding's gradient summed (as JAX and PyTorch compute it)."""
 
     def apply(self, grads, trainable_variables=None):
-        return super().apply([tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads], trainable_variables)
+        return super().apply(
+            [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads], trainable_variables
+        )
 
 
 def _model() -> keras.Model:
@@ -27,25 +29,49 @@ def _model() -> keras.Model:
     hidden = keras.layers.Embedding(50, 8)(tokens)
     hidden = keras.layers.LayerNormalization()(keras.layers.Dense(8, activation="tanh")(hidden))
     model = keras.Model(tokens, keras.layers.Dense(50)(hidden))
-    model.set_weights([np.random.default_rng(index).normal(0, 0.3, w.shape).astype("float32") for index, w in enumerate(model.get_weights())])
+    model.set_weights(
+        [
+            np.random.default_rng(index).normal(0, 0.3, w.shape).astype("float32")
+            for index, w in enumerate(model.get_weights())
+        ]
+    )
     return model
 
 
 def _train(optimizer_class, clip_norm, accumulate: int, jit_compile: bool = False):
     """Twelve micro-batches of `fit` (graph mode unless `jit_compile`); the weights and the optimizer's variables."""
     model = _model()
-    optimizer = build_optimizer(TrainConfig(batch_size=12, learning_rate=0.05, warmup_steps=2, weight_decay=0.1, clip_norm=clip_norm, gradient_accumulation=accumulate), 12)
+    optimizer = build_optimizer(
+        TrainConfig(
+            batch_size=12,
+            learning_rate=0.05,
+            warmup_steps=2,
+            weight_decay=0.1,
+            clip_norm=clip_norm,
+            gradient_accumulation=accumulate,
+        ),
+        12,
+    )
     assert type(optimizer) is FusedAdamW
     if optimizer_class is not FusedAdamW:
         optimizer = optimizer_class.from_config(optimizer.get_config())
         optimizer.exclude_from_weight_decay(var_names=[NO_WEIGHT_DECAY])  # not part of an optimizer's config
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile, steps_per_execution=3)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+        steps_per_execution=3,
+    )
     tokens = np.random.default_rng(1).integers(0, 50, (48, 6)).astype("int32")
     model.fit(tokens, np.roll(tokens, 1, axis=1), batch_size=4, epochs=1, shuffle=False, verbose=0)
     return model.get_weights() + [keras.ops.convert_to_numpy(v) for v in optimizer.variables]
 
 
-@pytest.mark.parametrize(("clip_norm", "accumulate"), [(None, 1), (0.05, 1), (1e6, 1), (0.05, 3)], ids=["no clip", "clipped", "under the threshold", "accumulated"])
+@pytest.mark.parametrize(
+    ("clip_norm", "accumulate"),
+    [(None, 1), (0.05, 1), (1e6, 1), (0.05, 3)],
+    ids=["no clip", "clipped", "under the threshold", "accumulated"],
+)
 def test_fused_update_matches_keras_adamw(clip_norm, accumulate):
     fused, reference = _train(FusedAdamW, clip_norm, accumulate), _train(DenseGradientAdamW, clip_norm, accumulate)
     assert len(fused) == len(reference)
@@ -56,8 +82,12 @@ def test_fused_update_matches_keras_adamw(clip_norm, accumulate):
 
 
 def test_under_xla_too():
-    np.testing.assert_allclose(np.concatenate([w.ravel() for w in _train(FusedAdamW, 0.05, 1, jit_compile=True)]),
-                               np.concatenate([w.ravel() for w in _train(FusedAdamW, 0.05, 1)]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate([w.ravel() for w in _train(FusedAdamW, 0.05, 1, jit_compile=True)]),
+        np.concatenate([w.ravel() for w in _train(FusedAdamW, 0.05, 1)]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_repeated_embedding_rows_are_summed_before_adam():
@@ -76,7 +106,10 @@ def test_repeated_embedding_rows_are_summed_before_adam():
 def test_checkpoints_load_into_keras_adamw(tmp_path):
     """The optimizer's state is saved under the same keys as Keras' AdamW's: a run resumes on any backend."""
     model = _model()
-    model.compile(optimizer=build_optimizer(TrainConfig(batch_size=4), 10), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=build_optimizer(TrainConfig(batch_size=4), 10),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     tokens = np.random.default_rng(1).integers(0, 50, (8, 6)).astype("int32")
     model.fit(tokens, tokens, batch_size=4, verbose=0)
     model.save_weights(str(tmp_path / "fused.weights.h5"))

@@ -29,7 +29,9 @@ def test_values_and_gradient_match_the_tanh_gelu_in_float64(dtype, tolerance):
     x = tf.cast(tf.linspace(-8.0, 8.0, 4001), dtype)
     upstream = tf.cast(tf.random.stateless_normal((4001,), seed=(1, 2)), dtype)
     assert fused_gelu()(x).dtype == x.dtype
-    reference = _value_and_gradient(lambda v: tf.nn.gelu(v, approximate=True), tf.cast(x, tf.float64), tf.cast(upstream, tf.float64))
+    reference = _value_and_gradient(
+        lambda v: tf.nn.gelu(v, approximate=True), tf.cast(x, tf.float64), tf.cast(upstream, tf.float64)
+    )
     fused = _value_and_gradient(fused_gelu(), x, upstream)
     unfused = _value_and_gradient(lambda v: tf.nn.gelu(v, approximate=True), x, upstream)  # Keras' TensorFlow GELU
     for ours, theirs, exact in zip(fused, unfused, reference):
@@ -43,7 +45,9 @@ def test_swaps_the_feed_forward_gelus_only_under_tensorflow_graph_mode():
     paths = [variable.path for variable in model.weights]
     assert fuse_gelus(model, graph_mode=False) == 0
     swapped = fuse_gelus(model, graph_mode=True)
-    dense = [layer for layer in model._flatten_layers() if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))]
+    dense = [
+        layer for layer in model._flatten_layers() if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
+    ]
     fused = [layer for layer in dense if layer.activation is fused_gelu()] if TENSORFLOW else []
     assert swapped == len(fused) == (2 if TENSORFLOW else 0)  # a feed-forward layer per transformer layer
     assert all(layer.name.startswith("feedforward_intermediate_dense") for layer in fused)

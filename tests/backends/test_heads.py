@@ -10,7 +10,9 @@ from kerasboost.models.heads import NextSentenceHead
 from kerasboost.models.mlm import build_mlm_model
 from kerasboost.recipe import ModelConfig
 
-CONFIG = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.0, max_sequence_length=16))
+CONFIG = ModelConfig(
+    config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.0, max_sequence_length=16)
+)
 
 
 def inputs(rows=3, length=10):
@@ -58,7 +60,9 @@ def test_pretraining_model_weights_round_trip(tmp_path):
     restored.load_weights(tmp_path / "model.weights.h5")
     actual = restored(x)
     for key in ("mlm", "nsp"):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(actual[key]), keras.ops.convert_to_numpy(expected[key]), atol=1e-6)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(actual[key]), keras.ops.convert_to_numpy(expected[key]), atol=1e-6
+        )
 
 
 def test_nsp_loss_trains_the_backbone():
@@ -66,9 +70,17 @@ def test_nsp_loss_trains_the_backbone():
     backbone = build_backbone(CONFIG, 200)
     model = build_mlm_model(backbone, next_sentence=True)
     nsp_only = keras.Model(model.input, model.output["nsp"])
-    nsp_only.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    nsp_only.compile(
+        optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in backbone.trainable_variables}
     nsp_only.fit(inputs(rows=8), np.array([0, 1] * 4), epochs=1, verbose=0)
-    moved = [path for path, value in before.items() if not np.allclose(value, keras.ops.convert_to_numpy(next(v for v in backbone.trainable_variables if v.path == path)))]
+    moved = [
+        path
+        for path, value in before.items()
+        if not np.allclose(
+            value, keras.ops.convert_to_numpy(next(v for v in backbone.trainable_variables if v.path == path))
+        )
+    ]
     assert any("pooled_dense" in path for path in moved)
     assert any("transformer_layer_0" in path for path in moved), "the NSP gradient must reach the encoder"

@@ -1,12 +1,17 @@
-"""The closed-form LayerNorm: Keras' LayerNorm with a hand-written gradient, swapped in only for TensorFlow without XLA."""
+"""The closed-form LayerNorm: Keras' LayerNorm with a hand-written gradient, swapped in only for
+TensorFlow without XLA."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
-from helpers import (assert_computes_and_trains_as, assert_swapped_only_for_tensorflow_without_xla, assert_weights_load_into_a_plain_model,
-                     tiny_bert_mlm)
+from helpers import (
+    assert_computes_and_trains_as,
+    assert_swapped_only_for_tensorflow_without_xla,
+    assert_weights_load_into_a_plain_model,
+    tiny_bert_mlm,
+)
 
 from kerasboost.models import layer_norm
 from kerasboost.models.layer_norm import closed_form_layer_norm, use_closed_form_layer_norms
@@ -39,7 +44,9 @@ def test_values_and_gradients_match_layer_norm_in_float64(dtype, tolerance):
     upstream = tf.random.stateless_normal((3, 5, 48), seed=(7, 8))
     x = tf.cast(rows, dtype)
     ours = _values_and_gradients(closed_form_layer_norm(1e-6), x, gamma, beta, tf.cast(upstream, dtype))
-    exact = _values_and_gradients(_textbook, *(tf.cast(t, tf.float64) for t in (x, gamma, beta)), tf.cast(tf.cast(upstream, dtype), tf.float64))
+    exact = _values_and_gradients(
+        _textbook, *(tf.cast(t, tf.float64) for t in (x, gamma, beta)), tf.cast(tf.cast(upstream, dtype), tf.float64)
+    )
     assert ours[0].dtype == np.float64 and closed_form_layer_norm(1e-6)(x, gamma, beta).dtype == x.dtype
     for name, mine, reference in zip(("y", "dx", "dgamma", "dbeta"), ours, exact):
         scale = np.abs(reference).max()
@@ -48,7 +55,9 @@ def test_values_and_gradients_match_layer_norm_in_float64(dtype, tolerance):
 
 def test_swaps_the_layer_norms_only_for_tensorflow_without_xla():
     """Six: the embeddings', two per layer, the MLM head's."""
-    assert_swapped_only_for_tensorflow_without_xla(use_closed_form_layer_norms, keras.layers.LayerNormalization, layer_norm.LayerNormalization, 6)
+    assert_swapped_only_for_tensorflow_without_xla(
+        use_closed_form_layer_norms, keras.layers.LayerNormalization, layer_norm.LayerNormalization, 6
+    )
 
 
 def test_a_model_with_closed_form_layer_norms_computes_and_trains_as_before():

@@ -104,7 +104,9 @@ def mlm_batch():
 def test_training_moves_only_the_adapter(method):
     peft = PeftConfig(method=method, rank=4, targets=["query", "value", "intermediate"])
     model, report = mlm_model(peft)
-    expected = sum(4 * (fan_in + fan_out) + (fan_out if method == "dora" else 0) for _, fan_in, fan_out, _ in report.wrapped)
+    expected = sum(
+        4 * (fan_in + fan_out) + (fan_out if method == "dora" else 0) for _, fan_in, fan_out, _ in report.wrapped
+    )
     assert report.trainable == expected == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     adapters = {id(v) for layer in adapter_layers(model) for v in layer.adapter_variables}
     frozen = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights if id(v) not in adapters}
@@ -113,7 +115,9 @@ def test_training_moves_only_the_adapter(method):
     assert history[-1] < history[0]
     for variable in model.weights:
         if variable.path in frozen:
-            np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), frozen[variable.path], err_msg=variable.path)
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(variable), frozen[variable.path], err_msg=variable.path
+            )
     assert len(model.optimizer.variables) < 4 * len(model.trainable_variables) + 4, "optimizer state only for adapters"
 
 
@@ -163,7 +167,10 @@ def test_adapter_file_round_trip_and_wrong_base(tmp_path):
     np.testing.assert_allclose(out(fresh, x), expected, atol=1e-6)
     keras.utils.set_random_seed(0)
     wider = build_backbone(ModelConfig(config={**CONFIG, "hidden_dim": 64, "intermediate_dim": 128}), VOCAB)
-    with pytest.raises(InputError, match=r"^peft.adapter: the adapter was trained on a base with hidden_dim=32, this model has hidden_dim=64$"):
+    with pytest.raises(
+        InputError,
+        match=r"^peft.adapter: the adapter was trained on a base with hidden_dim=32, this model has hidden_dim=64$",
+    ):
         load_adapter(wider, wider, tmp_path / "adapter", PeftConfig(), seed=0)
 
 
@@ -211,7 +218,9 @@ def test_int8_base_trains_adapters_and_exports_merged(tmp_path):
     model.save_weights(tmp_path / "model.weights.h5")
     restored, _ = mlm_model(PeftConfig(rank=4, targets="all-linear", quantize_base="int8"), seed=4)
     restored.load_weights(tmp_path / "model.weights.h5")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(batch)), keras.ops.convert_to_numpy(model(batch)), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored(batch)), keras.ops.convert_to_numpy(model(batch)), atol=1e-5
+    )
     merged_backbone(backbone).save_to_preset(str(tmp_path / "merged"))
     plain = keras_hub.models.BertBackbone.from_preset(str(tmp_path / "merged"))
     np.testing.assert_allclose(out(plain, x), out(backbone, x), atol=1e-4)

@@ -22,7 +22,9 @@ def _scores_and_mask(dtype: str, mask_dtype: str):
     return keras.ops.cast(scores, dtype), keras.ops.cast(keep, mask_dtype)
 
 
-@pytest.mark.parametrize("dtype, mask_dtype", [("float32", "bool"), ("float32", "float32"), ("bfloat16", "bool"), ("float16", "int32")])
+@pytest.mark.parametrize(
+    "dtype, mask_dtype", [("float32", "bool"), ("float32", "float32"), ("bfloat16", "bool"), ("float16", "int32")]
+)
 def test_gives_keras_softmax_where_a_row_keeps_a_key(dtype, mask_dtype):
     scores, mask = _scores_and_mask(dtype, mask_dtype)
     layer = keras.layers.Softmax(axis=-1, dtype=dtype)
@@ -32,7 +34,10 @@ def test_gives_keras_softmax_where_a_row_keeps_a_key(dtype, mask_dtype):
     kept = np.broadcast_to(keras.ops.convert_to_numpy(keras.ops.cast(mask, "bool")), ours.shape)
     assert (ours[~kept] == 0).all()
     assert np.allclose(ours, expected, atol=1e-6 if dtype == "float32" else 1e-2)
-    assert np.array_equal(keras.ops.convert_to_numpy(layer(scores)), keras.ops.convert_to_numpy(keras.layers.Softmax(axis=-1, dtype=dtype)(scores)))
+    assert np.array_equal(
+        keras.ops.convert_to_numpy(layer(scores)),
+        keras.ops.convert_to_numpy(keras.layers.Softmax(axis=-1, dtype=dtype)(scores)),
+    )
 
 
 def test_a_row_with_every_key_masked_averages_instead_of_giving_zeros():

@@ -14,7 +14,9 @@ from kerasboost.recipe import ModelConfig, TrainConfig
 from kerasboost.train.optimizer import build_optimizer
 
 VOCAB = 300
-CONFIG = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.0, max_sequence_length=32))
+CONFIG = ModelConfig(
+    config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.0, max_sequence_length=32)
+)
 
 
 def batch(rows=8, length=16, predictions=4, seed=0):
@@ -55,16 +57,33 @@ def test_loss_averages_over_real_masked_slots_only():
     assert full == pytest.approx(real, rel=1e-5)
     garbage = labels.copy()
     garbage[:, -1] = 7
-    assert float(keras.ops.convert_to_numpy(loss(garbage, logits, sample_weight=weights))) == pytest.approx(full, rel=1e-6)
+    assert float(keras.ops.convert_to_numpy(loss(garbage, logits, sample_weight=weights))) == pytest.approx(
+        full, rel=1e-6
+    )
 
 
 def trained_weights(accumulation: int, micro_batch: int | None = None):
     model, loss, metrics = model_and_loss()
     # A large epsilon keeps Adam from amplifying float noise in near-zero gradients into full-size steps.
-    config = TrainConfig(batch_size=8, gradient_accumulation=accumulation, learning_rate=1e-2, epsilon=1e-3, warmup_steps=0, schedule="constant")
+    config = TrainConfig(
+        batch_size=8,
+        gradient_accumulation=accumulation,
+        learning_rate=1e-2,
+        epsilon=1e-3,
+        warmup_steps=0,
+        schedule="constant",
+    )
     model.compile(optimizer=build_optimizer(config, total_steps=2), loss=loss, weighted_metrics=metrics)
     x, labels, weights = batch(rows=16)
-    model.fit(x, labels, sample_weight=weights, batch_size=micro_batch or 8 // accumulation, epochs=1, shuffle=False, verbose=0)
+    model.fit(
+        x,
+        labels,
+        sample_weight=weights,
+        batch_size=micro_batch or 8 // accumulation,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
     return [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
 
 
@@ -85,7 +104,11 @@ def test_mixed_precision_trains_with_float32_logits(policy):
     set_precision(TrainConfig(precision=policy))
     try:
         model, loss, metrics = model_and_loss()
-        model.compile(optimizer=build_optimizer(TrainConfig(learning_rate=1e-2, warmup_steps=0), total_steps=5), loss=loss, weighted_metrics=metrics)
+        model.compile(
+            optimizer=build_optimizer(TrainConfig(learning_rate=1e-2, warmup_steps=0), total_steps=5),
+            loss=loss,
+            weighted_metrics=metrics,
+        )
         x, labels, weights = batch()
         assert keras.backend.standardize_dtype(model(x).dtype) == "float32"
         history = model.fit(x, labels, sample_weight=weights, epochs=3, verbose=0)

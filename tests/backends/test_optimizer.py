@@ -36,7 +36,10 @@ def test_layer_norm_and_biases_get_no_weight_decay():
     model = keras.Model(inputs, outputs)
     for variable in model.trainable_variables:
         variable.assign(np.ones(variable.shape, "float32"))
-    optimizer = build_optimizer(TrainConfig(learning_rate=0.1, weight_decay=0.5, warmup_steps=0, schedule="constant", clip_norm=None), total_steps=10)
+    optimizer = build_optimizer(
+        TrainConfig(learning_rate=0.1, weight_decay=0.5, warmup_steps=0, schedule="constant", clip_norm=None),
+        total_steps=10,
+    )
     optimizer.apply_gradients([(keras.ops.zeros(v.shape), v) for v in model.trainable_variables])
     after = {v.name: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
     assert np.allclose(after["kernel"], 1 - 0.1 * 0.5)  # decayed: w -= lr * wd * w

@@ -26,7 +26,14 @@ IDS = np.array([[5, 17, 23, 42, 7, 99, 3, 11]], dtype="int32")
 def hf_model(kind: str, directory):
     torch.manual_seed(0)
     if kind == "bert":
-        config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
+        config = transformers.BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
         model = transformers.BertModel(config, add_pooling_layer=True)
     else:
         config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=32)
@@ -37,7 +44,9 @@ def hf_model(kind: str, directory):
 
 def hf_output(model, kind):
     with torch.no_grad():
-        result = model(input_ids=torch.tensor(IDS, dtype=torch.long), attention_mask=torch.ones(IDS.shape, dtype=torch.long))
+        result = model(
+            input_ids=torch.tensor(IDS, dtype=torch.long), attention_mask=torch.ones(IDS.shape, dtype=torch.long)
+        )
     return (result.last_hidden_state if kind == "bert" else result.logits).numpy()
 
 
@@ -55,7 +64,12 @@ def our_output(model, kind):
     return keras.ops.convert_to_numpy(model(x))
 
 
-CASES = [("bert", "lora", "all-linear"), ("bert", "dora", ["query", "value"]), ("gpt2", "lora", ["query", "value", "output"]), ("gpt2", "dora", "all-linear")]
+CASES = [
+    ("bert", "lora", "all-linear"),
+    ("bert", "dora", ["query", "value"]),
+    ("gpt2", "lora", ["query", "value", "output"]),
+    ("gpt2", "dora", "all-linear"),
+]
 
 
 @pytest.mark.parametrize("kind, method, targets", CASES)
@@ -68,19 +82,33 @@ def test_our_adapter_runs_in_peft(tmp_path, kind, method, targets):
     for layer in adapter_layers(backbone):  # a trained-looking adapter: non-zero B, perturbed magnitudes
         layer.adapter_b.assign(rng.normal(0, 0.05, layer.adapter_b.shape).astype("float32"))
         if layer.adapter_magnitude is not None:
-            layer.adapter_magnitude.assign(keras.ops.convert_to_numpy(layer.adapter_magnitude) * rng.uniform(0.9, 1.1, layer.adapter_magnitude.shape).astype("float32"))
+            layer.adapter_magnitude.assign(
+                keras.ops.convert_to_numpy(layer.adapter_magnitude)
+                * rng.uniform(0.9, 1.1, layer.adapter_magnitude.shape).astype("float32")
+            )
     ours = our_output(model, kind)
     export_peft(backbone, backbone, tmp_path / "adapter")
     theirs = hf_output(peft.PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval(), kind)
-    assert not np.allclose(theirs, hf_output(hf_model(kind, tmp_path / "again"), kind), atol=1e-3), "the adapter must matter"
+    assert not np.allclose(theirs, hf_output(hf_model(kind, tmp_path / "again"), kind), atol=1e-3), (
+        "the adapter must matter"
+    )
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind, method", [("bert", "lora"), ("bert", "dora"), ("gpt2", "lora"), ("gpt2", "dora")])
 def test_peft_adapter_runs_here(tmp_path, kind, method):
     hf = hf_model(kind, tmp_path / "base")
-    modules = ["query", "value", "output.dense", "intermediate.dense"] if kind == "bert" else ["c_attn", "c_proj", "c_fc"]
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=modules, use_dora=method == "dora", init_lora_weights=True, fan_in_fan_out=kind == "gpt2")
+    modules = (
+        ["query", "value", "output.dense", "intermediate.dense"] if kind == "bert" else ["c_attn", "c_proj", "c_fc"]
+    )
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=modules,
+        use_dora=method == "dora",
+        init_lora_weights=True,
+        fan_in_fan_out=kind == "gpt2",
+    )
     adapted = peft.get_peft_model(hf, config)
     with torch.no_grad():
         for name, parameter in adapted.named_parameters():

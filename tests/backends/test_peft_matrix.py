@@ -68,4 +68,6 @@ def test_one_step_and_an_evaluation_are_finite_and_leave_the_base_frozen(method,
     assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "the adapters did not train"
     for variable in model.weights:
         if id(variable) not in adapters:
-            np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), base[variable.path], err_msg=variable.path)
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(variable), base[variable.path], err_msg=variable.path
+            )

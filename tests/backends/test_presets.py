@@ -24,8 +24,13 @@ def hf_bert_checkpoint(directory):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     config = transformers.BertConfig(
-        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
     )
     torch.manual_seed(0)
     model = transformers.BertModel(config, add_pooling_layer=True).eval()
@@ -53,22 +58,30 @@ def test_hugging_face_checkpoint_directory_matches_transformers(tmp_path):
     x = inputs()
     ours = keras.ops.convert_to_numpy(backbone(x)["sequence_output"])
     with torch.no_grad():
-        theirs = hf(input_ids=torch.tensor(x["token_ids"], dtype=torch.long), attention_mask=torch.tensor(x["padding_mask"])).last_hidden_state.numpy()
+        theirs = hf(
+            input_ids=torch.tensor(x["token_ids"], dtype=torch.long), attention_mask=torch.tensor(x["padding_mask"])
+        ).last_hidden_state.numpy()
     real = x["padding_mask"][0] == 1
     np.testing.assert_allclose(ours[:, real], theirs[:, real], atol=1e-4)
 
 
 def test_keras_hub_preset_directory_round_trip(tmp_path):
-    config = ModelConfig(config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16))
+    config = ModelConfig(
+        config=dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16)
+    )
     original = build_backbone(config, len(VOCAB))
     original.save_to_preset(str(tmp_path))
     keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True).save_to_preset(str(tmp_path))
     loaded = build_backbone(ModelConfig(preset=str(tmp_path)), len(VOCAB))
     x = inputs()
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x)["sequence_output"]), keras.ops.convert_to_numpy(original(x)["sequence_output"]), atol=1e-6
+        keras.ops.convert_to_numpy(loaded(x)["sequence_output"]),
+        keras.ops.convert_to_numpy(original(x)["sequence_output"]),
+        atol=1e-6,
     )
-    with pytest.raises(InputError, match=f"model.preset: the backbone.s vocabulary has {len(VOCAB)} tokens but the tokenizer has 50"):
+    with pytest.raises(
+        InputError, match=f"model.preset: the backbone.s vocabulary has {len(VOCAB)} tokens but the tokenizer has 50"
+    ):
         build_backbone(ModelConfig(preset=str(tmp_path)), 50)
 
 

@@ -31,7 +31,9 @@ def test_auto_follows_the_hardware_and_is_recorded_in_the_recipe(monkeypatch, cp
     native = cpu_unit is not None and keras.backend.backend() != "jax"
     assert train.precision == ("mixed_bfloat16" if native else "float32")
     assert keras.config.dtype_policy().name == train.precision
-    assert shown.startswith(train.precision + " (auto: ") and (cpu_unit in shown if native else "no native bfloat16" in shown)
+    assert shown.startswith(train.precision + " (auto: ") and (
+        cpu_unit in shown if native else "no native bfloat16" in shown
+    )
 
 
 def test_an_explicit_precision_is_kept():
@@ -59,7 +61,14 @@ def test_kernels_keras_keeps_every_layer_and_the_optimizer_keras_own(kernels):
         optimizer = build_optimizer(train, 10)
         assert isinstance(optimizer, keras.optimizers.AdamW) and not isinstance(optimizer, FusedAdamW)
         return
-    expected = {"dropout layers use PackedDropout": 7, "GELUs run as XLA kernels": 2, "layer norms use a closed-form gradient": 6,
-                "attention projections run as one matmul": 8, "attention softmaxes add their mask": 2}
-    assert swapped == {what: count if tensorflow or what.startswith("dropout") else 0 for what, count in expected.items()}
+    expected = {
+        "dropout layers use PackedDropout": 7,
+        "GELUs run as XLA kernels": 2,
+        "layer norms use a closed-form gradient": 6,
+        "attention projections run as one matmul": 8,
+        "attention softmaxes add their mask": 2,
+    }
+    assert swapped == {
+        what: count if tensorflow or what.startswith("dropout") else 0 for what, count in expected.items()
+    }
     assert isinstance(build_optimizer(train, 10), FusedAdamW) == tensorflow

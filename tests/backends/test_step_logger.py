@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasboost.backend import steps_per_execution
 from kerasboost.bench import StepTimer, steady_step_time
 from kerasboost.recipe import Recipe
-from kerasboost.backend import steps_per_execution
 from kerasboost.train.flops import Speed
 from kerasboost.train.logging import StepLogger
 
@@ -41,7 +41,16 @@ def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
     model, data, executed = _three_micro_batches_per_call()
     assert executed == (1 if keras.backend.backend() == "torch" else 3)  # Keras' torch trainer runs one per call
     log = Recorded()
-    logger = StepLogger(log, lambda step: 0.1, first_step=0, accumulation=1, tokens_per_batch=4, every=2, last_step=10, speed=Speed(1.0, 1.0))
+    logger = StepLogger(
+        log,
+        lambda step: 0.1,
+        first_step=0,
+        accumulation=1,
+        tokens_per_batch=4,
+        every=2,
+        last_step=10,
+        speed=Speed(1.0, 1.0),
+    )
     model.fit(data, epochs=2, steps_per_epoch=6, callbacks=[logger], shuffle=False, verbose=0)
     assert logger.step == 10
     # Logged when an execution crosses a multiple of 2: executions end at steps 3, 6, 9 and 10 (the last
@@ -52,8 +61,14 @@ def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
 
 @pytest.mark.parametrize(
     "train, every, expected",
-    [({}, 10, 10), ({"eval_every": 6}, 4, 2), ({"eval_every": 100, "gradient_accumulation": 4, "batch_size": 32}, 10, 10),
-     ({"eval_every": 7}, 1, 1), ({"eval_every": 64}, 32, 16), ({"steps_per_execution": 5}, 1, 5)],
+    [
+        ({}, 10, 10),
+        ({"eval_every": 6}, 4, 2),
+        ({"eval_every": 100, "gradient_accumulation": 4, "batch_size": 32}, 10, 10),
+        ({"eval_every": 7}, 1, 1),
+        ({"eval_every": 64}, 32, 16),
+        ({"steps_per_execution": 5}, 1, 5),
+    ],
 )
 def test_auto_steps_per_execution_keeps_evaluations_and_logs_between_calls(train, every, expected):
     recipe = Recipe.model_validate({"train": train, "logging": {"every_steps": every}})

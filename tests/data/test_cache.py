@@ -97,7 +97,7 @@ def test_the_cache_keeps_under_its_size_limit_dropping_the_least_recently_used(m
         return [np.full(75_000, value, np.int32)]  # 300 kB: three entries fit in 1 MiB, four do not
 
     for value in (0, 1, 2, 0, 3):  # the second 0 is read from the cache and becomes the most recently used
-        cached_sequences("test", [str(value)], lambda: build(value))
+        cached_sequences("test", [str(value)], lambda value=value: build(value))
     assert built == [0, 1, 2, 3]
     kept = {int(np.load(entry)["values"][0]) for entry in (tmp_path / "test").iterdir()}
     assert kept == {0, 2, 3}

@@ -71,5 +71,7 @@ def test_missing_classes_notice_names_how_many():
     names = [f"c{i}" for i in range(8)]
     assert missing_classes_notice(np.array([3, 1, 2, 4, 1, 1, 1, 1]), names) is None
     notice = missing_classes_notice(np.array([3, 0, 2, 0, 0, 0, 0, 1]), names)
-    assert notice.startswith("notice: the validation data has no example of 5 of the 8 trained classes (c1, c3, c4, c5, c6)")
+    assert notice.startswith(
+        "notice: the validation data has no example of 5 of the 8 trained classes (c1, c3, c4, c5, c6)"
+    )
     assert "\n" not in notice

@@ -34,7 +34,12 @@ def random_batch(seed=0, rows=64, length=128):
 
 def run_mask(ids, seed, max_predictions=20):
     special = tf.constant([PAD, CLS, SEP, MASK])
-    return [t.numpy() for t in mask_tokens(tf.constant(ids), tf.constant([seed, 0], tf.int64), special, VOCAB, MASK, 0.15, max_predictions)]
+    return [
+        t.numpy()
+        for t in mask_tokens(
+            tf.constant(ids), tf.constant([seed, 0], tf.int64), special, VOCAB, MASK, 0.15, max_predictions
+        )
+    ]
 
 
 def test_masking_rate_specials_and_weights():

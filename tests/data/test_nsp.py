@@ -23,7 +23,9 @@ def parse(row, segment_row):
 
 
 def test_labels_are_balanced_and_b_is_next_or_foreign():
-    pairs = build_pairs(corpus(num_docs=200), sequence_length=16, next_rate=0.5, seed=0, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    pairs = build_pairs(
+        corpus(num_docs=200), sequence_length=16, next_rate=0.5, seed=0, cls_id=CLS, sep_id=SEP, pad_id=PAD
+    )
     labels = pairs["next_sentence"]
     assert len(labels) == 200 * 5
     assert abs(labels.mean() - 0.5) < 0.05  # 3 standard deviations of 1000 fair draws
@@ -38,7 +40,9 @@ def test_labels_are_balanced_and_b_is_next_or_foreign():
 
 
 def test_packing_segment_ids_and_sep_positions():
-    pairs = build_pairs(corpus(num_docs=3), sequence_length=16, next_rate=1.0, seed=1, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    pairs = build_pairs(
+        corpus(num_docs=3), sequence_length=16, next_rate=1.0, seed=1, cls_id=CLS, sep_id=SEP, pad_id=PAD
+    )
     for row, segments, mask in zip(pairs["token_ids"], pairs["segment_ids"], pairs["padding_mask"]):
         real, a, b = parse(row, segments)
         assert real[0] == CLS and real[-1] == SEP and np.sum(real == SEP) == 2
@@ -74,4 +78,8 @@ def test_one_document_cannot_make_negative_pairs():
 
 def test_split_segments():
     text = "Return the value. It may be None!\n\nSecond paragraph without stop\nstill it. e.g. lowercase"
-    assert split_segments(text) == ["Return the value.", "It may be None!", "Second paragraph without stop\nstill it. e.g. lowercase"]
+    assert split_segments(text) == [
+        "Return the value.",
+        "It may be None!",
+        "Second paragraph without stop\nstill it. e.g. lowercase",
+    ]

@@ -46,7 +46,14 @@ def test_non_utf8_lines_are_skipped_and_counted(tmp_path):
 
 def test_jsonl_field_bad_lines_and_missing_field(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps({"text": "one"}) + "\nnot json\n" + json.dumps({"text": ""}) + "\n" + json.dumps({"text": "two"}) + "\n")
+    path.write_text(
+        json.dumps({"text": "one"})
+        + "\nnot json\n"
+        + json.dumps({"text": ""})
+        + "\n"
+        + json.dumps({"text": "two"})
+        + "\n"
+    )
     documents, report = read_documents([str(path)], DataConfig())
     assert documents == ["one", "two"]
     assert report.skipped == {"lines that are not JSON": 1, "empty records": 1}
@@ -76,7 +83,9 @@ def test_empty_and_missing_sources_are_clear_errors(tmp_path):
 
 def test_labels_from_jsonl_and_csv(tmp_path):
     jsonl = tmp_path / "d.jsonl"
-    jsonl.write_text(json.dumps({"text": "one", "label": "pos"}) + "\n" + json.dumps({"text": "two", "label": 3}) + "\n")
+    jsonl.write_text(
+        json.dumps({"text": "one", "label": "pos"}) + "\n" + json.dumps({"text": "two", "label": 3}) + "\n"
+    )
     records, _ = read_records([str(jsonl)], DataConfig(), labels=True)
     assert [(r.text, r.label) for r in records] == [("one", "pos"), ("two", "3")]
     with pytest.raises(DataError, match=r"d.jsonl:1: no field 'topic' \(data.label_field\)"):

@@ -19,7 +19,11 @@ if BACKEND:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     # Model parallel is jax's engine only; the clipping fix is TensorFlow's.
-    collect_ignore_glob: list[str] = [name for name, owner in (("test_model_parallel.py", "jax"), ("test_mirrored_clipping.py", "tensorflow")) if owner != BACKEND]
+    collect_ignore_glob: list[str] = [
+        name
+        for name, owner in (("test_model_parallel.py", "jax"), ("test_mirrored_clipping.py", "tensorflow"))
+        if owner != BACKEND
+    ]
 else:
     collect_ignore_glob = ["test_*.py"]
 

@@ -14,7 +14,15 @@ from helpers import ROOT, TINY, explain
 from kerasboost.recipe import Recipe, load_recipe
 from kerasboost.runner import run
 
-SETTINGS = [*TINY, "model.config.dropout=0", "train.steps=10", "train.eval_every=1", "train.eval_batches=2", "logging.tensorboard=false", "export.preset=false"]
+SETTINGS = [
+    *TINY,
+    "model.config.dropout=0",
+    "train.steps=10",
+    "train.eval_every=1",
+    "train.eval_batches=2",
+    "logging.tensorboard=false",
+    "export.preset=false",
+]
 
 
 def recipe(name: str = "mlm", *pairs: str) -> Recipe:
@@ -26,14 +34,32 @@ def train(directory: Path, name: str = "mlm", *pairs: str) -> list[dict]:
     return history(run(recipe(name, *pairs), output_dir=str(directory / "run")).root)
 
 
-def launch(directory: Path, backend: str, nproc: int, *pairs: str, expect_exit: int = 0) -> tuple[list[dict], subprocess.CompletedProcess]:
+def launch(
+    directory: Path, backend: str, nproc: int, *pairs: str, expect_exit: int = 0
+) -> tuple[list[dict], subprocess.CompletedProcess]:
     """`kerasboost run --nproc N` with one CPU device per process."""
     env = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "KERASBOOST_TEST_BACKEND")}
     args = [arg for pair in (*SETTINGS, *pairs) for arg in ("--set", pair)]
     process = subprocess.run(
-        [sys.executable, "-m", "kerasboost", "run", "--nproc", str(nproc), "recipes/mlm.yaml", *args, "--backend", backend,
-         "--output-dir", str(directory / "run")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "kerasboost",
+            "run",
+            "--nproc",
+            str(nproc),
+            "recipes/mlm.yaml",
+            *args,
+            "--backend",
+            backend,
+            "--output-dir",
+            str(directory / "run"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert process.returncode == expect_exit, explain(process)
     return (history(directory / "run") if expect_exit == 0 else []), process

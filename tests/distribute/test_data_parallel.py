@@ -11,8 +11,14 @@ def test_data_parallel_in_one_process(single_device, tmp_path, capsys):
     replicas = {"jax": 4, "tensorflow": 2, "torch": 1}[BACKEND]
     history = train(tmp_path, "mlm", "distribution.strategy=data_parallel", f"distribution.mesh.batch={replicas}")
     printed = capsys.readouterr().out
-    engine = {"jax": "keras.distribution.DataParallel", "tensorflow": "tf.distribute.MirroredStrategy", "torch": "torch.distributed"}[BACKEND]
-    assert f"data parallel ({engine}" in printed and f"global batch 16, per replica {16 // replicas}" in printed, printed
+    engine = {
+        "jax": "keras.distribution.DataParallel",
+        "tensorflow": "tf.distribute.MirroredStrategy",
+        "torch": "torch.distributed",
+    }[BACKEND]
+    assert f"data parallel ({engine}" in printed and f"global batch 16, per replica {16 // replicas}" in printed, (
+        printed
+    )
     assert_same_curve(single_device, history)
 
 
@@ -20,7 +26,8 @@ def test_data_parallel_over_two_processes(single_device, tmp_path):
     if BACKEND == "tensorflow":  # refused up front: Keras 3.15 fails under MultiWorkerMirroredStrategy
         process = launch(tmp_path, BACKEND, 2, "distribution.strategy=data_parallel", expect_exit=2)[1]
         assert process.stderr.strip().splitlines() == [
-            "error: --nproc 2: tensorflow runs one process per host (MirroredStrategy over its devices); use distribution.mesh.batch"
+            "error: --nproc 2: tensorflow runs one process per host (MirroredStrategy over its devices); "
+            "use distribution.mesh.batch"
         ]
         assert not any(tmp_path.iterdir())
         return

@@ -13,5 +13,7 @@ CLIPPED = ("train.clip_norm=0.01", "train.steps=6")
 
 def test_mirrored_strategy_clips_the_global_gradient(tmp_path):
     single = train(tmp_path / "single", "mlm", *CLIPPED)
-    mirrored = train(tmp_path / "mirrored", "mlm", *CLIPPED, "distribution.strategy=data_parallel", "distribution.mesh.batch=2")
+    mirrored = train(
+        tmp_path / "mirrored", "mlm", *CLIPPED, "distribution.strategy=data_parallel", "distribution.mesh.batch=2"
+    )
     assert_same_curve(single, mirrored)

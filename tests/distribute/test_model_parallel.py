@@ -79,8 +79,14 @@ def test_lora_under_model_parallel_follows_the_single_device_curve(tmp_path):
 @pytest.mark.parametrize(
     "pairs, message",
     [
-        (("distribution.strategy=data_parallel", "train.batch_size=18"), "train.batch_size: the global batch 18 does not divide over 4 replicas"),
-        (("distribution.strategy=data_parallel", "distribution.mesh.batch=8"), "xla_force_host_platform_device_count=8"),
+        (
+            ("distribution.strategy=data_parallel", "train.batch_size=18"),
+            "train.batch_size: the global batch 18 does not divide over 4 replicas",
+        ),
+        (
+            ("distribution.strategy=data_parallel", "distribution.mesh.batch=8"),
+            "xla_force_host_platform_device_count=8",
+        ),
         ((*MODEL_PARALLEL, "distribution.mesh.batch=4"), "distribution.mesh: 4 x 2 needs 8 devices, jax sees 4"),
     ],
 )

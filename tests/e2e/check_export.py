@@ -37,7 +37,9 @@ ids = np.concatenate([[tokenizer.cls_token_id], ids[0], [tokenizer.sep_token_id]
 inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids)}
 expected = keras.ops.convert_to_numpy(trained_backbone(inputs)["sequence_output"])
 actual = keras.ops.convert_to_numpy(preset_backbone(inputs)["sequence_output"])
-untrained = keras.ops.convert_to_numpy(build_backbone(recipe.model, tokenizer.vocabulary_size())(inputs)["sequence_output"])
+untrained = keras.ops.convert_to_numpy(
+    build_backbone(recipe.model, tokenizer.vocabulary_size())(inputs)["sequence_output"]
+)
 np.testing.assert_allclose(actual, expected, atol=1e-5)
 assert not np.allclose(untrained, expected, atol=1e-3), "the comparison must be able to fail"
 print("EXPORT OK", keras.backend.backend())

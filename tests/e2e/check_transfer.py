@@ -22,12 +22,22 @@ from kerasboost.rundir import RunDir  # noqa: E402
 from kerasboost.tasks import prepare_task  # noqa: E402
 
 pretrain, recipe_path, data = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-recipe = load_recipe(recipe_path, [f"model.preset={pretrain}", f"data.source={data}", "data.sequence_length=32", "model.config.max_sequence_length=32"])
+recipe = load_recipe(
+    recipe_path,
+    [
+        f"model.preset={pretrain}",
+        f"data.source={data}",
+        "data.sequence_length=32",
+        "model.config.max_sequence_length=32",
+    ],
+)
 with tempfile.TemporaryDirectory() as scratch:
     task = prepare_task(recipe, RunDir(Path(scratch)), *read_splits(recipe.data, recipe.seed, labels=True))
     assert task.tokenizer.get_vocabulary() == (pretrain / "vocabulary.txt").read_text().splitlines()
 exported = keras_hub.models.BertBackbone.from_preset(str(pretrain / "preset"))
-x = {name: np.asarray(values[:4]) for name, values in task.batches.train.items() if name in ("token_ids", "padding_mask")}
+x = {
+    name: np.asarray(values[:4]) for name, values in task.batches.train.items() if name in ("token_ids", "padding_mask")
+}
 x["segment_ids"] = np.zeros_like(x["token_ids"])
 ours = keras.ops.convert_to_numpy(task.backbone(x)["sequence_output"])
 theirs = keras.ops.convert_to_numpy(exported(x)["sequence_output"])

@@ -29,13 +29,28 @@ def metrics(run: Path) -> list[dict]:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lora_classification_from_a_pretrained_run(backend, tmp_path):
     base = tmp_path / "base"
-    process = kerasboost("run", "recipes/mlm.yaml", "--output-dir", str(base), *overrides("train.steps=2", "train.eval_every=2"), backend=backend)
+    process = kerasboost(
+        "run",
+        "recipes/mlm.yaml",
+        "--output-dir",
+        str(base),
+        *overrides("train.steps=2", "train.eval_every=2"),
+        backend=backend,
+    )
     assert process.returncode == 0, explain(process)
     data = write_topics_csv(tmp_path / "topics.csv")
     run = tmp_path / "lora"
     # A barely trained base: the adapters have to do the work, which takes a higher rate than full tuning.
-    settings = overrides(f"data.source={data}", f"model.preset={base}", "train.steps=60", "train.eval_every=20",
-                         "train.learning_rate=2e-2", "train.warmup_steps=4", "data.validation_split=0.25", "peft.dropout=0")
+    settings = overrides(
+        f"data.source={data}",
+        f"model.preset={base}",
+        "train.steps=60",
+        "train.eval_every=20",
+        "train.learning_rate=2e-2",
+        "train.warmup_steps=4",
+        "data.validation_split=0.25",
+        "peft.dropout=0",
+    )
     process = kerasboost("run", "recipes/lora_classify.yaml", "--output-dir", str(run), *settings, backend=backend)
     assert process.returncode == 0, explain(process)
     assert "peft: 12 layers wrapped" in process.stdout and "trainable" in process.stdout
@@ -49,20 +64,36 @@ def test_lora_classification_from_a_pretrained_run(backend, tmp_path):
     assert merged.returncode == 0, explain(merged)
     check = python(CHECK_MERGED, backend, str(run / "export-merged"))
     assert check.returncode == 0 and "MERGED OK" in check.stdout, explain(check)
-    exported = kerasboost("export", str(run), "--format", "adapter", "--out", str(tmp_path / "adapter"), backend=backend)
-    assert exported.returncode == 0 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file(), explain(exported)
+    exported = kerasboost(
+        "export", str(run), "--format", "adapter", "--out", str(tmp_path / "adapter"), backend=backend
+    )
+    assert exported.returncode == 0 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file(), explain(
+        exported
+    )
     hf = kerasboost("export", str(run), "--format", "peft", "--out", str(tmp_path / "hf_adapter"), backend=backend)
     assert hf.returncode == 0, explain(hf)
     assert json.loads((tmp_path / "hf_adapter" / "adapter_config.json").read_text())["use_dora"] is True
 
     evaluated = kerasboost("eval", str(run / "recipe.yaml"), "--from", str(run), "--json", backend=backend)
     assert evaluated.returncode == 0, explain(evaluated)
-    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(history[-1]["val_accuracy"], abs=1e-6)
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(
+        history[-1]["val_accuracy"], abs=1e-6
+    )
 
     # The saved adapter (with its trained head) on the original base gives the same metrics.
     from_adapter = kerasboost(
-        "eval", str(run / "recipe.yaml"), "--from", str(run / "preset"), "--json",
-        "--set", f"model.preset={base}", "--set", f"peft.adapter={tmp_path / 'adapter'}", backend=backend,
+        "eval",
+        str(run / "recipe.yaml"),
+        "--from",
+        str(run / "preset"),
+        "--json",
+        "--set",
+        f"model.preset={base}",
+        "--set",
+        f"peft.adapter={tmp_path / 'adapter'}",
+        backend=backend,
     )
     assert from_adapter.returncode == 0, explain(from_adapter)
-    assert json.loads(from_adapter.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(history[-1]["val_accuracy"], abs=1e-6)
+    assert json.loads(from_adapter.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(
+        history[-1]["val_accuracy"], abs=1e-6
+    )

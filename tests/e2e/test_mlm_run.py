@@ -31,8 +31,15 @@ def scalars(logdir: Path) -> dict[str, dict[int, float]]:
     """TensorBoard scalars read back from the event files (Keras-era summaries are tensor summaries)."""
     events = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
     events.Reload()
-    values = {tag: {event.step: make_ndarray(event.tensor_proto) for event in events.Tensors(tag)} for tag in events.Tags()["tensors"]}
-    return {tag: {step: float(value) for step, value in steps.items()} for tag, steps in values.items() if all(v.dtype.kind == "f" for v in steps.values())}
+    values = {
+        tag: {event.step: make_ndarray(event.tensor_proto) for event in events.Tensors(tag)}
+        for tag in events.Tags()["tensors"]
+    }
+    return {
+        tag: {step: float(value) for step, value in steps.items()}
+        for tag, steps in values.items()
+        if all(v.dtype.kind == "f" for v in steps.values())
+    }
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -100,7 +107,9 @@ def test_resume_continues_at_the_saved_step_with_the_same_losses(finished_run, t
     original = metrics(run)
     (crashed / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in original if e["step"] <= 4))
 
-    process = kerasboost("run", "recipes/mlm.yaml", "--resume", "--output-dir", str(crashed), *SETTINGS, backend=backend)
+    process = kerasboost(
+        "run", "recipes/mlm.yaml", "--resume", "--output-dir", str(crashed), *SETTINGS, backend=backend
+    )
     assert process.returncode == 0, explain(process)
     assert "at step 4" in process.stdout
     resumed = metrics(crashed)
@@ -116,7 +125,9 @@ def test_resume_extends_a_finished_run_and_stops_inside_a_period(finished_run, t
     extended = tmp_path / "extended"
     shutil.copytree(run, extended)
     settings = [*SETTINGS, "--set", "train.steps=9"]
-    process = kerasboost("run", "recipes/mlm.yaml", "--resume", "--output-dir", str(extended), *settings, backend=backend)
+    process = kerasboost(
+        "run", "recipes/mlm.yaml", "--resume", "--output-dir", str(extended), *settings, backend=backend
+    )
     assert process.returncode == 0, explain(process)
     assert "at step 8" in process.stdout
     assert [entry["step"] for entry in metrics(extended)] == [0, 2, 4, 6, 8, 9]

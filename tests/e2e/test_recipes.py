@@ -24,9 +24,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.recipes]
 
 STEPS = 4
 SMALLER = (
-    "model.config.num_layers=1", "model.config.hidden_dim=32", "model.config.intermediate_dim=64",
-    "model.config.max_sequence_length=32", "data.sequence_length=32", "data.vocabulary_size=500",
-    "train.batch_size=8", f"train.steps={STEPS}", "train.eval_every=2", "train.warmup_steps=1", "generate.max_length=12",
+    "model.config.num_layers=1",
+    "model.config.hidden_dim=32",
+    "model.config.intermediate_dim=64",
+    "model.config.max_sequence_length=32",
+    "data.sequence_length=32",
+    "data.vocabulary_size=500",
+    "train.batch_size=8",
+    f"train.steps={STEPS}",
+    "train.eval_every=2",
+    "train.warmup_steps=1",
+    "generate.max_length=12",
 )
 FOUR_HOST_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 # strategy -> backend -> (environment, extra arguments): the CPU devices the recipes' comments document.
@@ -60,7 +68,16 @@ def test_bundled_recipe_runs_as_shipped(path: Path, backend: str, tmp_path: Path
     recipe = load_recipe(path)
     env, extra = CPU_DEVICES.get(recipe.distribution.strategy, {}).get(backend, ({}, ()))
     run = tmp_path / "run"
-    process = kerasboost("run", str(path.relative_to(RECIPES.parent)), "--output-dir", str(run), *shrunk(recipe), *extra, backend=backend, env=env)
+    process = kerasboost(
+        "run",
+        str(path.relative_to(RECIPES.parent)),
+        "--output-dir",
+        str(run),
+        *shrunk(recipe),
+        *extra,
+        backend=backend,
+        env=env,
+    )
     refused = refusal(recipe, backend)
     if refused:
         assert process.returncode == 2, explain(process)

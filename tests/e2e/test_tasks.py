@@ -44,7 +44,10 @@ def runs(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"tasks-{backend}")
     pretrain = root / "pretrain"
     process = kerasboost(
-        "run", "recipes/bert_pretrain.yaml", "--output-dir", str(pretrain),
+        "run",
+        "recipes/bert_pretrain.yaml",
+        "--output-dir",
+        str(pretrain),
         *overrides("train.steps=6", "train.eval_every=3", "train.learning_rate=5e-3", "model.config.dropout=0"),
         backend=backend,
     )
@@ -52,9 +55,19 @@ def runs(request, tmp_path_factory):
     data = write_topics_csv(root / "topics.csv")
     classify = root / "classify"
     process = kerasboost(
-        "run", "recipes/classify.yaml", "--output-dir", str(classify),
-        *overrides(f"data.source={data}", f"model.preset={pretrain}", "train.steps=40", "train.eval_every=20",
-                   "train.learning_rate=3e-3", "train.warmup_steps=4", "data.validation_split=0.25"),
+        "run",
+        "recipes/classify.yaml",
+        "--output-dir",
+        str(classify),
+        *overrides(
+            f"data.source={data}",
+            f"model.preset={pretrain}",
+            "train.steps=40",
+            "train.eval_every=20",
+            "train.learning_rate=3e-3",
+            "train.warmup_steps=4",
+            "data.validation_split=0.25",
+        ),
         backend=backend,
     )
     assert process.returncode == 0, explain(process)
@@ -88,7 +101,13 @@ def test_classification_from_the_pretraining_run_beats_the_majority_class(runs):
 
 def test_fine_tuning_starts_from_the_exported_backbone(runs):
     backend, pretrain, _, data = runs
-    process = python(Path(__file__).with_name("check_transfer.py").read_text(), backend, str(pretrain), "recipes/classify.yaml", str(data))
+    process = python(
+        Path(__file__).with_name("check_transfer.py").read_text(),
+        backend,
+        str(pretrain),
+        "recipes/classify.yaml",
+        str(data),
+    )
     assert process.returncode == 0 and "TRANSFER OK" in process.stdout, explain(process)
 
 
@@ -106,19 +125,33 @@ def test_eval_prints_the_documented_metrics(runs):
 
 def test_eval_on_another_file(runs):
     backend, _, classify, data = runs
-    process = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), "--data", str(data), "--json", backend=backend)
+    process = kerasboost(
+        "eval", str(classify / "recipe.yaml"), "--from", str(classify), "--data", str(data), "--json", backend=backend
+    )
     assert process.returncode == 0, explain(process)
     values = json.loads(process.stdout.strip().splitlines()[-1])
     assert values["accuracy"] > 0.5, values  # the whole labelled file, mostly seen in training
-    missing = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), "--data", str(data) + ".nope", backend=backend)
+    missing = kerasboost(
+        "eval", str(classify / "recipe.yaml"), "--from", str(classify), "--data", str(data) + ".nope", backend=backend
+    )
     assert missing.returncode == 2 and "--data: file not found" in missing.stderr
 
 
 def test_eval_with_a_wrong_label_column_is_a_one_line_error(runs):
     backend, _, classify, data = runs
-    process = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), "--set", "data.label_field=topic", backend=backend)
+    process = kerasboost(
+        "eval",
+        str(classify / "recipe.yaml"),
+        "--from",
+        str(classify),
+        "--set",
+        "data.label_field=topic",
+        backend=backend,
+    )
     assert process.returncode == 2
-    assert process.stderr.strip().splitlines() == [f"error: {data}: no column 'topic' (data.label_field); found: text, label"]
+    assert process.stderr.strip().splitlines() == [
+        f"error: {data}: no column 'topic' (data.label_field); found: text, label"
+    ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -126,9 +159,20 @@ def test_causal_lm_learns_and_generates_the_requested_length(backend, tmp_path):
     """Also the defaults' speed settings: precision auto, and (TensorFlow, JAX) 3 steps per compiled call."""
     run = tmp_path / "clm"
     process = kerasboost(
-        "run", "recipes/gpt2_clm.yaml", "--output-dir", str(run),
-        *overrides("train.steps=6", "train.eval_every=3", "logging.every_steps=3", "train.precision=auto", "train.steps_per_execution=auto",
-                   "train.learning_rate=5e-3", "model.config.dropout=0", "generate.max_length=12"),
+        "run",
+        "recipes/gpt2_clm.yaml",
+        "--output-dir",
+        str(run),
+        *overrides(
+            "train.steps=6",
+            "train.eval_every=3",
+            "logging.every_steps=3",
+            "train.precision=auto",
+            "train.steps_per_execution=auto",
+            "train.learning_rate=5e-3",
+            "model.config.dropout=0",
+            "generate.max_length=12",
+        ),
         backend=backend,
     )
     assert process.returncode == 0, explain(process)
