@@ -41,7 +41,13 @@ def _blocks_and_prose(page: Path):
         if inside is None:
             opened = FENCE.match(line)
             if opened:
-                inside = {"fence": opened["fence"], "indent": len(opened["indent"]), "lang": opened["lang"].lower(), "start": number, "lines": []}
+                inside = {
+                    "fence": opened["fence"],
+                    "indent": len(opened["indent"]),
+                    "lang": opened["lang"].lower(),
+                    "start": number,
+                    "lines": [],
+                }
             else:
                 prose.append((number, line))
             continue
@@ -93,7 +99,9 @@ def broken_links(page: Path) -> list[str]:
             if not resolved.exists():
                 problems.append(f"{where}: no such file or directory: {path_part}")
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-                problems.append(f"{where}: {resolved.relative_to(ROOT).as_posix()} has no heading with anchor #{anchor}")
+                problems.append(
+                    f"{where}: {resolved.relative_to(ROOT).as_posix()} has no heading with anchor #{anchor}"
+                )
     return problems
 
 
@@ -140,7 +148,11 @@ def test_readme_is_a_front_page():
 
 def test_every_docs_page_is_in_the_index():
     index = DOCS / "README.md"
-    linked = {(index.parent / m["target"].partition("#")[0]).resolve() for _, line in _blocks_and_prose(index)[1] for m in LINK.finditer(line)}
+    linked = {
+        (index.parent / m["target"].partition("#")[0]).resolve()
+        for _, line in _blocks_and_prose(index)[1]
+        for m in LINK.finditer(line)
+    }
     missing = [_name(page) for page in PAGES[1:] if page != index and page.resolve() not in linked]
     assert not missing, f"docs/README.md does not link to: {', '.join(missing)}"
 
