@@ -11,6 +11,7 @@ import math
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -33,7 +34,8 @@ from kerasboost.peft.inject import adapter_layers, apply_peft
 from kerasboost.recipe import Recipe, TrainConfig, load_recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
 from kerasboost.tasks import needs_labels, prepare_task
-from kerasboost.train.checkpoints import latest_checkpoint, restore_checkpoint
+from kerasboost.tasks.task import Task
+from kerasboost.train.checkpoints import latest_checkpoint, load_weights, restore_checkpoint
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
 from kerasboost.train.logging import RunLog
 from kerasboost.train.loop import train, validation_metrics
@@ -176,28 +178,21 @@ def _scratch_copy(run_dir: RunDir | None, scratch: Path) -> RunDir:
 
 def evaluate(recipe: Recipe, source: str, data: str | None = None) -> dict[str, float]:
     """The task's validation metrics for the model in `source`: a run directory (its newest checkpoint,
-    tokenizer and labels) or a preset directory (backbone only: task heads start untrained)."""
+    tokenizer and labels) or a preset directory (backbone only: task heads start untrained); `data`
+    replaces the recipe's validation data."""
     source_dir = Path(source)
-    from_run = (source_dir / "checkpoints").is_dir()
     if not source_dir.is_dir():
         raise InputError(f"--from: {source} is not a directory")
     if data is not None:
-        recipe.data.validation_source = data
-    if not from_run:
-        recipe.model.preset = str(source_dir)
-    set_precision(recipe.train)
-    documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"validation_source": data})})
     with tempfile.TemporaryDirectory() as scratch:
-        run_dir = RunDir(source_dir.resolve() if from_run else Path(scratch))
-        task = prepare_task(recipe, run_dir, *documents)
-        if recipe.peft is not None:
-            _add_adapters(task, recipe)
-        if from_run:  # loaded before compiling, so the checkpoint's optimizer state is not looked for
-            checkpoint = latest_checkpoint(run_dir.checkpoints)
-            if checkpoint is None:
-                raise InputError(f"--from: {run_dir.checkpoints} holds no checkpoint")
-            task.model.load_weights(str(checkpoint[0] / "model.weights.h5"))
+        if (source_dir / "checkpoints").is_dir():
+            trained = load_trained(source_dir, recipe)
+            task, run_dir = trained.task, trained.run_dir
         else:
+            recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"preset": str(source_dir)})})
+            run_dir = RunDir(Path(scratch))
+            task = _prepared_task(recipe, run_dir)
             print(f"warning: {source} holds a backbone only; the {recipe.task} head is untrained", flush=True)
         task.model.compile(
             loss=task.loss,
@@ -217,25 +212,43 @@ def evaluate(recipe: Recipe, source: str, data: str | None = None) -> dict[str, 
         )
 
 
-def load_trained(run: str):
-    """The task of a finished run, rebuilt from its recipe.yaml, with its newest checkpoint loaded."""
+@dataclass
+class TrainedRun:
+    """A run's task rebuilt with its tokenizer and labels, holding the weights of its newest checkpoint."""
+
+    task: Task
+    run_dir: RunDir
+    recipe: Recipe
+    step: int
+
+
+def load_trained(run: str | Path, recipe: Recipe | None = None) -> TrainedRun:
+    """The one way to load a trained run (eval, export, merge): its recipe.yaml unless `recipe` is given,
+    the tokenizer and labels of its run directory, and the weights of its newest checkpoint."""
     run_dir = RunDir(Path(run).resolve())
-    recipe = load_recipe(run_dir.recipe_file)
+    recipe = recipe or load_recipe(run_dir.recipe_file)
     checkpoint = latest_checkpoint(run_dir.checkpoints)
     if checkpoint is None:
-        raise InputError(f"{run_dir.checkpoints}: no checkpoint to export")
+        raise InputError(f"{run_dir.checkpoints}: the run holds no checkpoint")
+    task = _prepared_task(recipe, run_dir)
+    load_weights(task.model, checkpoint[0])
+    return TrainedRun(task, run_dir, recipe, checkpoint[1])
+
+
+def _prepared_task(recipe: Recipe, run_dir: RunDir) -> Task:
+    """The recipe's task (and adapters) under its precision, for using a model rather than training it."""
     set_precision(recipe.train)
     task = prepare_task(recipe, run_dir, *read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe)))
     if recipe.peft is not None:
         _add_adapters(task, recipe)
-    task.model.load_weights(str(checkpoint[0] / "model.weights.h5"))
-    return task, run_dir, recipe
+    return task
 
 
 def export_run(run: str, form: str, out: str | None) -> Path:
     """`kerasboost export`: preset (the frozen base for adapters; else the trained backbone), merged
     (adapters folded in), adapter (our adapter files) or peft (Hugging Face PEFT's files)."""
-    task, run_dir, recipe = load_trained(run)
+    trained = load_trained(run)
+    task, run_dir, recipe = trained.task, trained.run_dir, trained.recipe
     directory = Path(out) if out else run_dir.root / f"export-{form}"
     has_adapters = bool(adapter_layers(task.model))
     if form == "adapter":

@@ -41,6 +41,11 @@ def restore_checkpoint(model: keras.Model, checkpoint: Path) -> None:
     model.load_weights(str(checkpoint / _WEIGHTS))
 
 
+def load_weights(model: keras.Model, checkpoint: Path) -> None:
+    """Loads only the model's weights (before compiling: no optimizer state is looked for)."""
+    model.load_weights(str(checkpoint / _WEIGHTS))
+
+
 def _checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
