@@ -65,6 +65,10 @@ BROKEN = {
         "batch_size (10) must be divisible by gradient_accumulation (3)",
     ),
     "task_needs_other_backbone": ("task: causal_lm\n", "task causal_lm needs model.backbone: gpt2 (got bert)"),
+    "roberta_has_no_next_sentence_prediction": (
+        "task: bert_pretraining\nmodel:\n  backbone: roberta\n",
+        "task bert_pretraining needs model.backbone: bert (got roberta)",
+    ),
     "gpt2_vocabulary_without_merges": (
         "model:\n  backbone: gpt2\ntask: causal_lm\ndata:\n  vocabulary: recipes/mlm.yaml\n",
         "a GPT-2 tokenizer needs both files",

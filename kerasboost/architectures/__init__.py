@@ -1,4 +1,4 @@
-"""Architectures: everything specific to one model family lives in its module here (bert.py, gpt2.py).
+"""Architectures: everything specific to one model family lives in its module here (bert.py, gpt2.py, roberta.py).
 
 The rest of kerasboost asks `architecture(name)` for what differs (keras-hub classes, tokenizer kind,
 segment ids, classifier pooling, which tasks it serves, Hugging Face key names, per-sequence layers) and
@@ -13,7 +13,7 @@ import importlib
 
 from kerasboost.architectures.spec import Architecture
 
-NAMES = ("bert", "gpt2")
+NAMES = ("bert", "gpt2", "roberta")
 DEFAULT = "bert"  # model.backbone when a recipe names none
 
 

@@ -25,4 +25,6 @@ ARCHITECTURE = Architecture(
         module=lambda block, name: f"encoder.layer.{block}.{_MODULES[name]}", base_model="bert", export_prefix=""
     ),
     per_sequence_layers=("pooled_dense",),
+    sequence_output="sequence_output",
+    pooled_output="pooled_output",
 )

@@ -32,4 +32,6 @@ ARCHITECTURE = Architecture(
         fan_in_fan_out=True,
     ),
     causal_lm_class="GPT2CausalLM",
+    # keras-hub's GPT-2 tokenizer treats id 0 as padding: a padding token takes it, <|endoftext|> id 1.
+    special_tokens=("<|pad|>", "<|endoftext|>"),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 # keras-hub's transformer blocks (TransformerEncoder, TransformerDecoder) name their projections with these
@@ -62,14 +63,22 @@ class Architecture:
     tasks: tuple[str, ...]
     # Whether the backbone takes segment ids.
     segments: bool
-    # Where a classifier reads the text: the backbone's pooled first token, or the last real token.
-    classifier_pooling: Literal["pooled", "last_token"]
+    # Where a classifier reads the text: the backbone's pooled output, its first token's vector (an encoder
+    # without a pooler), or the last real token (a decoder, whose last position has seen the whole text).
+    classifier_pooling: Literal["pooled", "first_token", "last_token"]
     # The tokenizer attributes of the ids a classified text starts (None: nothing) and ends with.
     text_ends: tuple[str | None, str]
     hugging_face: HuggingFaceNames
     # keras-hub layer names in the backbone that run once per sequence, not per token (for the FLOP count).
     per_sequence_layers: tuple[str, ...] = ()
+    # A byte-level BPE vocabulary trained here starts with these tokens (ids 0, 1, ...).
+    special_tokens: tuple[str, ...] = ()
+    # The keys of the backbone's output dict; None where it returns the sequence output alone.
+    sequence_output: str | None = None
+    pooled_output: str | None = None
     causal_lm_class: str | None = None
+    # (backbone, preset directory) -> None: what keras-hub's Hugging Face converter leaves out, put back.
+    complete_hugging_face_load: Callable[[object, Path], None] | None = None
     projections: dict[str, str] = field(default_factory=lambda: dict(KERAS_HUB_PROJECTIONS))
     layout: dict[str, tuple] = field(default_factory=lambda: dict(KERAS_HUB_TRANSFORMER_LAYOUT))
 

@@ -41,9 +41,16 @@ def pack_sequences(
 
 
 def masker(
-    vocabulary_size: int, mask_id: int, pad_id: int, special_ids: list[int], mask_rate: float, max_predictions: int
+    vocabulary_size: int,
+    mask_id: int,
+    pad_id: int,
+    special_ids: list[int],
+    mask_rate: float,
+    max_predictions: int,
+    segments: bool = True,
 ):
-    """A batch transform: token ids -> (model inputs, original ids at masked slots, slot weights)."""
+    """A batch transform: token ids -> (model inputs, original ids at masked slots, slot weights); the
+    inputs hold segment ids for a backbone that takes them (`segments`)."""
     special = tf.constant(sorted({pad_id, *special_ids}), tf.int32)
 
     def transform(batch, seed):
@@ -53,10 +60,11 @@ def masker(
         )
         inputs = {
             "token_ids": masked_ids,
-            "segment_ids": tf.cast(batch.get("segment_ids", tf.zeros_like(token_ids)), tf.int32),
             "padding_mask": tf.cast(batch.get("padding_mask", token_ids != pad_id), tf.int32),
             "mask_positions": positions,
         }
+        if segments:
+            inputs["segment_ids"] = tf.cast(batch.get("segment_ids", tf.zeros_like(token_ids)), tf.int32)
         return inputs, labels, weights
 
     return transform

@@ -13,15 +13,12 @@ from pathlib import Path
 import keras_hub
 import tensorflow as tf
 
-from kerasboost.architectures import architecture
+from kerasboost.architectures import Architecture, architecture
 from kerasboost.data.cache import cached_sequences, cached_text
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir, preset_directory
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# keras-hub's GPT-2 tokenizer treats id 0 as padding, so a padding token takes id 0 and
-# <|endoftext|> (the separator and end token) id 1.
-BPE_SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>"]
 
 
 def build_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
@@ -29,7 +26,7 @@ def build_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
     spec = architecture(recipe.model.backbone)
     tokenizer_class = getattr(keras_hub.models, spec.tokenizer_class)
     if spec.vocabulary == "byte_bpe":
-        return _byte_bpe_tokenizer(tokenizer_class, recipe, documents, run)
+        return _byte_bpe_tokenizer(tokenizer_class, spec, recipe, documents, run)
     return _word_piece_tokenizer(tokenizer_class, recipe, documents, run)
 
 
@@ -48,7 +45,7 @@ def _word_piece_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str],
     return tokenizer
 
 
-def _byte_bpe_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str], run: RunDir):
+def _byte_bpe_tokenizer(tokenizer_class, spec: Architecture, recipe: Recipe, documents: list[str], run: RunDir):
     if run.bpe_vocabulary_file.is_file():
         return _load_bpe(tokenizer_class, run.bpe_vocabulary_file, run.merges_file)
     data = recipe.data
@@ -57,7 +54,7 @@ def _byte_bpe_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str], r
     elif recipe.model.preset:
         tokenizer = tokenizer_class.from_preset(str(preset_directory(recipe.model.preset)))
     else:
-        vocabulary, merges = train_byte_level_bpe(documents, data.vocabulary_size)
+        vocabulary, merges = train_byte_level_bpe(documents, data.vocabulary_size, spec.special_tokens)
         tokenizer = tokenizer_class(vocabulary=vocabulary, merges=merges)
     run.bpe_vocabulary_file.write_text(json.dumps(tokenizer.vocabulary, ensure_ascii=False), encoding="utf-8")
     run.merges_file.write_text("".join(merge + "\n" for merge in tokenizer.merges), encoding="utf-8")
@@ -86,18 +83,29 @@ def train_word_piece(documents: list[str], size: int, lowercase: bool) -> list[s
     return cached_text("wordpiece", inputs, train).split("\n")[:-1]
 
 
-def train_byte_level_bpe(documents: list[str], size: int) -> tuple[dict[str, int], list[str]]:
-    """GPT-2 style byte-level BPE (vocabulary, merges) learnt with Hugging Face `tokenizers`."""
+def train_byte_level_bpe(
+    documents: list[str], size: int, special_tokens: tuple[str, ...]
+) -> tuple[dict[str, int], list[str]]:
+    """GPT-2 style byte-level BPE (vocabulary, merges) learnt with Hugging Face `tokenizers`, its ids
+    starting with the architecture's `special_tokens`."""
     from tokenizers import ByteLevelBPETokenizer
 
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(
-        documents, vocab_size=size, min_frequency=2, special_tokens=BPE_SPECIAL_TOKENS, show_progress=False
+        documents, vocab_size=size, min_frequency=2, special_tokens=list(special_tokens), show_progress=False
     )
     with tempfile.TemporaryDirectory() as directory:
         trainer.save_model(directory)
         merges = (Path(directory) / "merges.txt").read_text(encoding="utf-8").splitlines()
     return trainer.get_vocab(), [line for line in merges if line and not line.startswith("#version")]
+
+
+def describe_tokenizer(spec: Architecture, tokenizer, run: RunDir) -> str:
+    """The run's `tokenizer:` line: its kind, size and where its files are."""
+    if spec.vocabulary == "byte_bpe":
+        files = f"{run.bpe_vocabulary_file}, {run.merges_file}"
+        return f"tokenizer: byte-level BPE, {tokenizer.vocabulary_size()} tokens -> {files}"
+    return f"tokenizer: WordPiece, {tokenizer.vocabulary_size()} tokens -> {run.vocabulary_file}"
 
 
 def tokenize(tokenizer, documents: list[str]) -> list:

@@ -17,7 +17,8 @@ from kerasboost.rundir import preset_directory
 
 def build_backbone(config: ModelConfig, vocabulary_size: int):
     """The keras-hub backbone named by `config.backbone`, built under the current dtype policy."""
-    backbone_class = getattr(keras_hub.models, architecture(config.backbone).backbone_class)
+    spec = architecture(config.backbone)
+    backbone_class = getattr(keras_hub.models, spec.backbone_class)
     if config.preset:
         preset = preset_directory(config.preset)
         if not (preset / "config.json").is_file():
@@ -26,6 +27,8 @@ def build_backbone(config: ModelConfig, vocabulary_size: int):
                 "(neither a keras-hub preset nor a Hugging Face checkpoint)"
             )
         backbone = backbone_class.from_preset(str(preset), dtype=keras.config.dtype_policy())
+        if spec.complete_hugging_face_load is not None:
+            spec.complete_hugging_face_load(backbone, preset)
         if backbone.vocabulary_size != vocabulary_size:
             raise InputError(
                 f"model.preset: the backbone's vocabulary has {backbone.vocabulary_size} tokens "

@@ -1,4 +1,4 @@
-"""BERT pretraining models: masked LM, optionally with next-sentence prediction (the original BERT).
+"""Pretraining models: masked LM on any encoder, optionally with next-sentence prediction (the original BERT).
 
 The MLM head is keras-hub's `MaskedLMHead` tied to the token embedding; the NSP head is ours.
 """
@@ -8,25 +8,30 @@ from __future__ import annotations
 import keras
 import keras_hub
 
+from kerasboost.architectures import architecture_of
 from kerasboost.models.heads import NextSentenceHead
 
 
-def bert_inputs(*extra: str) -> dict:
-    names = ("token_ids", "segment_ids", "padding_mask", *extra)
+def model_inputs(segments: bool, *extra: str) -> dict:
+    names = ("token_ids", *(("segment_ids",) if segments else ()), "padding_mask", *extra)
     return {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}
 
 
 def build_mlm_model(backbone, next_sentence: bool = False) -> keras.Model:
-    """{token_ids, segment_ids, padding_mask, mask_positions} -> MLM logits at the masked slots
+    """{token_ids, [segment_ids,] padding_mask, mask_positions} -> MLM logits at the masked slots
     (and, with `next_sentence`, a dict {"mlm": ..., "nsp": ...}).
 
-    Without NSP the pooler gets no gradient, so it is frozen rather than left to AdamW's weight decay.
+    Without NSP the pooler (if the backbone has one) gets no gradient, so it is frozen rather than left to
+    AdamW's weight decay.
     The heads are float32: under a mixed policy on TensorFlow a bfloat16 MaskedLMHead fails on its
     float32 bias, and float32 logits keep the softmax cross-entropy stable.
     """
-    inputs = bert_inputs("mask_positions")
-    outputs = backbone({key: inputs[key] for key in ("token_ids", "segment_ids", "padding_mask")})
-    backbone.get_layer("pooled_dense").trainable = next_sentence
+    spec = architecture_of(backbone)
+    inputs = model_inputs(spec.segments, "mask_positions")
+    outputs = backbone({key: value for key, value in inputs.items() if key != "mask_positions"})
+    for name in spec.per_sequence_layers:
+        backbone.get_layer(name).trainable = next_sentence
+    sequence = outputs[spec.sequence_output] if spec.sequence_output else outputs
     head = keras_hub.layers.MaskedLMHead(
         vocabulary_size=backbone.vocabulary_size,
         token_embedding=backbone.token_embedding,
@@ -35,11 +40,11 @@ def build_mlm_model(backbone, next_sentence: bool = False) -> keras.Model:
         dtype="float32",
         name="mlm_head",
     )
-    mlm_logits = head(outputs["sequence_output"], mask_positions=inputs["mask_positions"])
+    mlm_logits = head(sequence, mask_positions=inputs["mask_positions"])
     if not next_sentence:
-        return keras.Model(inputs, mlm_logits, name="bert_masked_lm")
+        return keras.Model(inputs, mlm_logits, name="masked_lm")
     nsp_logits = NextSentenceHead(kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="nsp_head")(
-        outputs["pooled_output"]
+        outputs[spec.pooled_output]
     )
     return keras.Model(inputs, {"mlm": mlm_logits, "nsp": nsp_logits}, name="bert_pretraining")
 

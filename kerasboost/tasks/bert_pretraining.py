@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasboost.architectures import architecture
 from kerasboost.data.nsp import build_pairs, split_segments
 from kerasboost.data.pipeline import Batches
-from kerasboost.data.tokenizer import build_tokenizer, tokenize
+from kerasboost.data.tokenizer import build_tokenizer, describe_tokenizer, tokenize
 from kerasboost.errors import DataError
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.mlm import build_mlm_model, sparse_cross_entropy
@@ -69,7 +70,7 @@ def prepare(recipe, run, train_docs, validation_docs, report):
             "sentence pairs",
         ),
         f"next-sentence pairs: {balance:.1%} true successors · loss = {weights.mlm:g} * MLM + {weights.nsp:g} * NSP",
-        f"tokenizer: WordPiece, {tokenizer.vocabulary_size()} tokens -> {run.vocabulary_file}",
+        describe_tokenizer(architecture(recipe.model.backbone), tokenizer, run),
     ]
     return Task(
         tokenizer,

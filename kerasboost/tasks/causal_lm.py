@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from kerasboost.architectures import architecture
 from kerasboost.data.causal import next_token_transform, pack_causal
 from kerasboost.data.pipeline import Batches
-from kerasboost.data.tokenizer import build_tokenizer
+from kerasboost.data.tokenizer import build_tokenizer, describe_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.causal_lm import build_causal_lm_model, generate
 from kerasboost.models.mlm import mlm_loss_and_metrics
@@ -34,10 +35,7 @@ def prepare(recipe, run, train_docs, validation_docs, report):
             len(examples["validation"]["token_ids"]),
             f"packed sequences of {data.sequence_length} tokens",
         ),
-        (
-            f"tokenizer: byte-level BPE, {tokenizer.vocabulary_size()} tokens -> "
-            f"{run.bpe_vocabulary_file}, {run.merges_file}"
-        ),
+        describe_tokenizer(architecture(recipe.model.backbone), tokenizer, run),
     ]
 
     def after_training(log, step):

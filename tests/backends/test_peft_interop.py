@@ -35,6 +35,20 @@ def hf_model(kind: str, directory):
             max_position_embeddings=32,
         )
         model = transformers.BertModel(config, add_pooling_layer=True)
+    elif kind == "roberta":  # RobertaForMaskedLM: the class RoBERTa adapters are exported for (roberta. keys)
+        config = transformers.RobertaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=34,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,  # RoBERTa's (keras-hub's RobertaBackbone has it built in)
+        )
+        model = transformers.RobertaForMaskedLM(config)
     else:
         config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=32)
         model = transformers.GPT2LMHeadModel(config)
@@ -43,16 +57,19 @@ def hf_model(kind: str, directory):
 
 
 def hf_output(model, kind):
+    """The encoder's last hidden states (BERT, RoBERTa) or the LM's logits (GPT-2)."""
     with torch.no_grad():
         result = model(
-            input_ids=torch.tensor(IDS, dtype=torch.long), attention_mask=torch.ones(IDS.shape, dtype=torch.long)
+            input_ids=torch.tensor(IDS, dtype=torch.long),
+            attention_mask=torch.ones(IDS.shape, dtype=torch.long),
+            output_hidden_states=True,
         )
-    return (result.last_hidden_state if kind == "bert" else result.logits).numpy()
+    return (result.logits if kind == "gpt2" else result.hidden_states[-1]).numpy()
 
 
 def our_model(kind, directory):
     backbone = build_backbone(ModelConfig(backbone=kind, preset=str(directory)), VOCAB)
-    model = backbone if kind == "bert" else build_causal_lm_model(backbone)
+    model = build_causal_lm_model(backbone) if kind == "gpt2" else backbone
     return backbone, model
 
 
@@ -61,7 +78,7 @@ def our_output(model, kind):
     if kind == "bert":
         x["segment_ids"] = np.zeros_like(IDS)
         return keras.ops.convert_to_numpy(model(x)["sequence_output"])
-    return keras.ops.convert_to_numpy(model(x))
+    return keras.ops.convert_to_numpy(model(x))  # RoBERTa's sequence output, GPT-2's logits
 
 
 CASES = [
@@ -69,6 +86,8 @@ CASES = [
     ("bert", "dora", ["query", "value"]),
     ("gpt2", "lora", ["query", "value", "output"]),
     ("gpt2", "dora", "all-linear"),
+    ("roberta", "lora", "all-linear"),
+    ("roberta", "dora", ["query", "value"]),
 ]
 
 
@@ -95,11 +114,13 @@ def test_our_adapter_runs_in_peft(tmp_path, kind, method, targets):
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind, method", [("bert", "lora"), ("bert", "dora"), ("gpt2", "lora"), ("gpt2", "dora")])
+@pytest.mark.parametrize(
+    "kind, method", [("bert", "lora"), ("bert", "dora"), ("gpt2", "lora"), ("gpt2", "dora"), ("roberta", "lora")]
+)
 def test_peft_adapter_runs_here(tmp_path, kind, method):
     hf = hf_model(kind, tmp_path / "base")
     modules = (
-        ["query", "value", "output.dense", "intermediate.dense"] if kind == "bert" else ["c_attn", "c_proj", "c_fc"]
+        ["c_attn", "c_proj", "c_fc"] if kind == "gpt2" else ["query", "value", "output.dense", "intermediate.dense"]
     )
     config = peft.LoraConfig(
         r=4,
@@ -118,5 +139,6 @@ def test_peft_adapter_runs_here(tmp_path, kind, method):
     theirs = hf_output(adapted.eval(), kind)
     backbone, model = our_model(kind, tmp_path / "base")
     report = import_peft(backbone, backbone, tmp_path / "adapter", PeftConfig(), seed=0)
-    assert len(report.wrapped) == (10 if kind == "bert" else 12)  # BERT: 5 modules a block; GPT-2: c_attn is q, k and v
+    # BERT and RoBERTa: 5 modules a block ("output.dense" is the attention's and the block's); GPT-2: c_attn is q, k, v
+    assert len(report.wrapped) == (12 if kind == "gpt2" else 10)
     np.testing.assert_allclose(our_output(model, kind), theirs, atol=1e-4)
