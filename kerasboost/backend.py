@@ -128,14 +128,22 @@ def jit_compile(setting):
     return "auto" if has_accelerator else False
 
 
-def steps_per_execution(recipe: Recipe) -> int:
+def steps_per_execution(recipe: Recipe, several_per_call: bool = True) -> int:
     """Micro-batches per compiled call: `train.steps_per_execution`, or for `auto` the largest number up to
     16 that divides both the evaluation and the logging interval (so both land between calls). PyTorch:
-    1, Keras' torch trainer runs one step per call."""
+    1, Keras' torch trainer runs one step per call; 1 too where the distribution engine cannot run several
+    (`several_per_call` False), and there a larger explicit value is refused."""
     import keras
 
     config = recipe.train
     if keras.backend.backend() == "torch":
+        return 1
+    if not several_per_call:
+        if config.steps_per_execution not in ("auto", 1):
+            raise InputError(
+                f"train.steps_per_execution: {config.steps_per_execution} steps per call fail under "
+                "tf.distribute.MirroredStrategy with several replicas (Keras 3.15); use auto or 1"
+            )
         return 1
     if config.steps_per_execution != "auto":
         return config.steps_per_execution

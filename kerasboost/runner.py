@@ -96,7 +96,7 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         _describe_model(recipe, task.model, precision) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token",
         flush=True,
     )
-    print(_describe_schedule(recipe, total_steps), flush=True)
+    print(_describe_schedule(recipe, total_steps, distributed), flush=True)
     layout = [
         distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation),
         distributed.describe_model(task.model),
@@ -155,7 +155,7 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: Distribu
             loss_weights=task.loss_weights,
             weighted_metrics=task.metrics,
             jit_compile=compiled,
-            steps_per_execution=steps_per_execution(recipe),
+            steps_per_execution=steps_per_execution(recipe, distributed.several_steps_per_call),
         )
     return task, total_steps
 
@@ -287,7 +287,7 @@ def _describe_model(recipe: Recipe, model: keras.Model, precision: str) -> str:
     return f"model: {recipe.model.backbone} ({source}) · {params:,} parameters · precision {precision}"
 
 
-def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
+def _describe_schedule(recipe: Recipe, total_steps: int, distributed: Distributed) -> str:
     config = recipe.train
     micro = config.batch_size // config.gradient_accumulation
     accumulation = f" ({config.gradient_accumulation} x {micro})" if config.gradient_accumulation > 1 else ""
@@ -296,7 +296,7 @@ def _describe_schedule(recipe: Recipe, total_steps: int) -> str:
         f"learning rate {config.learning_rate:g} ({config.schedule}, {config.warmup_steps} warm-up steps) · "
         f"evaluation every {config.eval_every} steps"
     )
-    executed = steps_per_execution(recipe)
+    executed = steps_per_execution(recipe, distributed.several_steps_per_call)
     if executed > 1 or config.steps_per_execution not in ("auto", 1):
         line += f" · {executed} micro-batches per compiled call"
         line += " (Keras' PyTorch trainer runs one)" if keras.backend.backend() == "torch" else ""

@@ -38,6 +38,11 @@ class Distributed:
         saving is a collective (the non-primary ones then write into their scratch directory)."""
         return self.primary
 
+    @property
+    def several_steps_per_call(self) -> bool:
+        """Whether the engine can run several training steps per compiled call (steps_per_execution > 1)."""
+        return True
+
     def validation_multiple(self, batch_size: int) -> int:
         """The validation set is trimmed to a multiple of this many rows, so every batch splits evenly."""
         return 1

@@ -33,6 +33,12 @@ class StrategyDistribution(Distributed):
         self.strategy = strategy
         self.name = name
 
+    @property
+    def several_steps_per_call(self) -> bool:
+        """Keras 3.15's multi-step loop under MirroredStrategy with several replicas fails in graph execution
+        ("You must feed a value for placeholder tensor 'while/cond/Placeholder'"): one step per call there."""
+        return self.replicas == 1 or not isinstance(self.strategy, tf.distribute.MirroredStrategy)
+
     def validation_multiple(self, batch_size: int) -> int:
         return self.replicas
 

@@ -9,7 +9,8 @@ import pytest
 from helpers import tiny_bert_mlm
 
 from kerasboost import backend
-from kerasboost.recipe import TrainConfig
+from kerasboost.errors import InputError
+from kerasboost.recipe import Recipe, TrainConfig
 from kerasboost.runner import swap_faster_kernels
 from kerasboost.train.fused_adamw import FusedAdamW
 from kerasboost.train.optimizer import build_optimizer
@@ -72,3 +73,17 @@ def test_kernels_keras_keeps_every_layer_and_the_optimizer_keras_own(kernels):
         what: count if tensorflow or what.startswith("dropout") else 0 for what, count in expected.items()
     }
     assert isinstance(build_optimizer(train, 10), FusedAdamW) == tensorflow
+
+
+def test_one_step_per_call_where_the_engine_runs_no_more():
+    """TensorFlow's MirroredStrategy with several replicas (distribute.tensorflow) runs one step per call:
+    `auto` gives 1 there, an explicit larger value is a one-line error (PyTorch always runs one)."""
+    auto = Recipe(train={"eval_every": 10})
+    assert backend.steps_per_execution(auto, several_per_call=False) == 1
+    assert backend.steps_per_execution(auto) == (1 if keras.backend.backend() == "torch" else 10)
+    explicit = Recipe(train={"eval_every": 10, "steps_per_execution": 5})
+    if keras.backend.backend() == "torch":
+        assert backend.steps_per_execution(explicit, several_per_call=False) == 1
+    else:
+        with pytest.raises(InputError, match="train.steps_per_execution: 5 steps per call fail under"):
+            backend.steps_per_execution(explicit, several_per_call=False)
