@@ -2,7 +2,8 @@
 
 from kerasboost.architectures.spec import Architecture, HuggingFaceNames
 
-_MODULES = {
+# Hugging Face module names below a block (encoder.layer.N.), by target; RoBERTa's are the same.
+HUGGING_FACE_MODULES = {
     "query": "attention.self.query",
     "key": "attention.self.key",
     "value": "attention.self.value",
@@ -22,7 +23,9 @@ ARCHITECTURE = Architecture(
     classifier_pooling="pooled",
     text_ends=("cls_token_id", "sep_token_id"),
     hugging_face=HuggingFaceNames(
-        module=lambda block, name: f"encoder.layer.{block}.{_MODULES[name]}", base_model="bert", export_prefix=""
+        module=lambda block, name: f"encoder.layer.{block}.{HUGGING_FACE_MODULES[name]}",
+        base_model="bert",
+        export_prefix="",
     ),
     per_sequence_layers=("pooled_dense",),
     sequence_output="sequence_output",

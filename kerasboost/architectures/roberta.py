@@ -4,16 +4,8 @@ under `roberta.` in RobertaForMaskedLM and RobertaForSequenceClassification, the
 
 from pathlib import Path
 
+from kerasboost.architectures.bert import HUGGING_FACE_MODULES
 from kerasboost.architectures.spec import Architecture, HuggingFaceNames
-
-_MODULES = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "attention_output": "attention.output.dense",
-    "intermediate": "intermediate.dense",
-    "output": "output.dense",
-}
 
 
 def fold_token_type_embedding(backbone, preset: Path) -> None:
@@ -41,7 +33,7 @@ ARCHITECTURE = Architecture(
     classifier_pooling="first_token",
     text_ends=("start_token_id", "end_token_id"),
     hugging_face=HuggingFaceNames(
-        module=lambda block, name: f"encoder.layer.{block}.{_MODULES[name]}",
+        module=lambda block, name: f"encoder.layer.{block}.{HUGGING_FACE_MODULES[name]}",
         base_model="roberta",
         export_prefix="roberta.",
     ),
