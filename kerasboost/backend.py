@@ -12,10 +12,11 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from kerasboost.errors import InputError
-from kerasboost.recipe import BACKENDS, Recipe
+from kerasboost.recipe import BACKENDS, TrainConfig
 
 _QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -90,25 +91,42 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def set_precision(train) -> str:
-    """Sets Keras' global dtype policy from `train.precision`, which `auto` is resolved in (so the run's
-    recipe.yaml records what ran); returns the policy, with the reason when it was chosen here.
+@dataclass(frozen=True)
+class Precision:
+    """A resolved `train.precision`: the Keras dtype policy, and why `auto` chose it ("" otherwise)."""
 
-    `auto` is mixed_bfloat16 where the backend computes bfloat16 natively, else float32. Measured on an
-    AVX512-BF16 CPU (tools/bench.py, docs/performance.md): bf16 trains faster than fp32 under TensorFlow
-    and PyTorch, while XLA's CPU backend under JAX emulates bf16 matmuls through fp32 and is slower.
+    policy: str
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return self.policy + (f" (auto: {self.reason})" if self.reason else "")
+
+
+def resolve_precision(setting: str) -> Precision:
+    """`train.precision` for this backend and hardware: `auto` is mixed_bfloat16 where the backend computes
+    bfloat16 natively, else float32. Measured on an AVX512-BF16 CPU (tools/bench.py, docs/performance.md):
+    bf16 trains faster than fp32 under TensorFlow and PyTorch, while XLA's CPU backend under JAX emulates
+    bf16 matmuls through fp32 and is slower.
     """
     import keras
 
-    reason = ""
-    if train.precision == "auto":
+    resolved = Precision(setting)
+    if setting == "auto":
         unit = _bfloat16_unit()
-        train.precision = "mixed_bfloat16" if unit else "float32"
-        reason = f" (auto: {unit or 'no native bfloat16 compute for ' + keras.backend.backend() + ' here'})"
-    if train.precision == "mixed_float16" and keras.backend.backend() == "jax" and jax_has_only_cpus():
+        reason = unit or f"no native bfloat16 compute for {keras.backend.backend()} here"
+        resolved = Precision("mixed_bfloat16" if unit else "float32", reason)
+    if resolved.policy == "mixed_float16" and keras.backend.backend() == "jax" and jax_has_only_cpus():
         raise InputError("train.precision: mixed_float16 is not supported by XLA on CPU under JAX; use mixed_bfloat16")
-    keras.config.set_dtype_policy(train.precision)
-    return train.precision + reason
+    return resolved
+
+
+def use_precision(setting: str) -> Precision:
+    """Resolves `setting` and makes it Keras' global dtype policy (which layers read when they are built)."""
+    import keras
+
+    resolved = resolve_precision(setting)
+    keras.config.set_dtype_policy(resolved.policy)
+    return resolved
 
 
 def jit_compile(setting):
@@ -128,14 +146,13 @@ def jit_compile(setting):
     return "auto" if has_accelerator else False
 
 
-def steps_per_execution(recipe: Recipe, several_per_call: bool = True) -> int:
+def steps_per_execution(config: TrainConfig, log_every: int, several_per_call: bool = True) -> int:
     """Micro-batches per compiled call: `train.steps_per_execution`, or for `auto` the largest number up to
-    16 that divides both the evaluation and the logging interval (so both land between calls). PyTorch:
-    1, Keras' torch trainer runs one step per call; 1 too where the distribution engine cannot run several
-    (`several_per_call` False), and there a larger explicit value is refused."""
+    16 that divides both the evaluation and the logging interval (`log_every`, so both land between calls).
+    PyTorch: 1, Keras' torch trainer runs one step per call; 1 too where the distribution engine cannot run
+    several (`several_per_call` False), and there a larger explicit value is refused."""
     import keras
 
-    config = recipe.train
     if keras.backend.backend() == "torch":
         return 1
     if not several_per_call:
@@ -147,7 +164,7 @@ def steps_per_execution(recipe: Recipe, several_per_call: bool = True) -> int:
         return 1
     if config.steps_per_execution != "auto":
         return config.steps_per_execution
-    interval = math.gcd(config.eval_every, recipe.logging.every_steps) * config.gradient_accumulation
+    interval = math.gcd(config.eval_every, log_every) * config.gradient_accumulation
     return max(n for n in range(1, 17) if interval % n == 0)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasboost.backend import peak_memory_mib, set_precision, steps_per_execution
+from kerasboost.backend import peak_memory_mib, use_precision
 from kerasboost.data.pipeline import training_batches
 from kerasboost.data.sources import read_splits
 from kerasboost.distribute import Distributed
@@ -62,7 +62,7 @@ def steady_step_time(seconds: np.ndarray, steps: np.ndarray, skipped: int) -> fl
 def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = None, top: int = 15) -> dict:
     """Trains `steps` optimizer steps of `recipe` and returns the measurements (see the module docstring);
     with `profile`, also a profiler trace written there and the `top` operations by time."""
-    set_precision(recipe.train)
+    precision = use_precision(recipe.train.precision)
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
     config = recipe.train
     with tempfile.TemporaryDirectory(prefix="kerasboost-bench-") as scratch:
@@ -73,7 +73,7 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = No
             batches.train, batches.transform, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation
         )
         micro_batches = steps * config.gradient_accumulation
-        executed = steps_per_execution(recipe)
+        executed = task.model.steps_per_execution
         skipped = math.ceil(warmup * config.gradient_accumulation / executed)
         first_execution, steady = _timed_fit(task.model, dataset, micro_batches, config.gradient_accumulation, skipped)
         synthetic = dataset.take(1).cache().repeat()
@@ -84,11 +84,11 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = No
             else {}
         )
     tokens_per_second = config.batch_size * batches.tokens_per_example / steady
-    speed = Speed(flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype(), size=2048))
+    speed = Speed(flops_per_token(task), matmul_peak(compute_dtype(), size=2048))
     model = task.model
     return {
         "backend": keras.backend.backend(),
-        "precision": config.precision,
+        "precision": precision.policy,
         "steps": steps,
         "batch_size": config.batch_size,
         "sequence_length": batches.tokens_per_example,

@@ -195,14 +195,20 @@ def evaluate(
     """Compute RECIPE's task metrics for a trained model on its validation data (or --data)."""
     from kerasboost.backend import resolve_backend, select_backend
 
-    loaded = load_recipe(recipe, overrides)
-    check_files(loaded, source=recipe)
+    if not Path(source).is_dir():
+        raise InputError(f"--from: {source} is not a directory")
     if data is not None and not Path(data).is_file():
         raise InputError(f"--data: file not found: {data}")
+    run = Path(source) if (Path(source) / "checkpoints").is_dir() else None
+    values = {"data.validation_source": data} if data is not None else {}
+    if run is None:
+        values["model.preset"] = source
+    loaded = load_recipe(recipe, overrides, values)
+    check_files(loaded, source=recipe)
     select_backend(resolve_backend(backend, loaded.backend))
     from kerasboost.runner import evaluate as evaluate_recipe
 
-    metrics = evaluate_recipe(loaded, source, data)
+    metrics = evaluate_recipe(loaded, run)
     if as_json:
         click.echo(json.dumps(metrics))
         return
@@ -217,11 +223,11 @@ def evaluate(
 @click.option(
     "--format",
     "form",
-    type=click.Choice(["preset", "merged", "adapter", "peft"]),
+    type=click.Choice(["preset", "base", "adapter", "peft"]),
     default="preset",
     show_default=True,
-    help="preset: the backbone without adapters (the base); merged: adapters folded in; "
-    "adapter: our adapter files; peft: Hugging Face PEFT adapter files.",
+    help="preset: the trained model as a keras-hub preset (adapters merged in); base: the frozen base "
+    "an adapter run trained on; adapter: our adapter files; peft: Hugging Face PEFT adapter files.",
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-FORMAT).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
@@ -235,8 +241,8 @@ def export(run_dir: str, form: str, out: str | None, backend: str | None) -> Non
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-merged).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
 def merge(run_dir: str, out: str | None, backend: str | None) -> None:
-    """Write a keras-hub preset with the run's adapters merged into the base (no LoRA layers in it)."""
-    click.echo(f"merged preset: {_export(run_dir, 'merged', out, backend)}")
+    """Write the preset of an adapter run: its adapters merged into the base (no LoRA layers in it)."""
+    click.echo(f"merged preset: {_export(run_dir, 'merge', out, backend)}")
 
 
 def _export(run_dir: str, form: str, out: str | None, backend: str | None) -> Path:
@@ -297,7 +303,7 @@ def _set_args(overrides) -> list[str]:
 
 def check_distribution(recipe, backend: str, nproc: int) -> None:
     """What the `distribution:` section (and `--nproc`) can be refused for before any ML library loads."""
-    check_strategy(recipe, backend)
+    check_strategy(recipe.distribution, backend)
     strategy = recipe.distribution.strategy
     if nproc > 1 and backend == "tensorflow":
         raise InputError(

@@ -23,9 +23,10 @@ BUILTIN_PREFIX = "builtin:"
 
 
 class _Section(BaseModel):
-    """Strict by default: an unknown key is an error, not silently ignored."""
+    """Strict: an unknown key is an error, not silently ignored; frozen: a recipe is resolved once, when
+    it is loaded (and `auto` values once, in `runner`, into a copy), and nothing changes it after that."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(_Section):
@@ -138,11 +139,17 @@ class TrainConfig(_Section):
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     kernels: Literal["auto", "keras"] = "auto"  # keras: Keras' own layers and AdamW, no kerasboost kernel
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_steps(cls, data: Any) -> Any:
+        """1000 steps when neither steps nor epochs is given (set before validation: sections are frozen)."""
+        if isinstance(data, dict) and data.get("steps") is None and data.get("epochs") is None:
+            return {**data, "steps": 1000}
+        return data
+
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainConfig:
-        if self.steps is None and self.epochs is None:
-            self.steps = 1000
-        elif self.steps is not None and self.epochs is not None:
+        if self.steps is not None and self.epochs is not None:
             raise ValueError("give train.steps or train.epochs, not both")
         if self.batch_size % self.gradient_accumulation:
             raise ValueError(
@@ -250,12 +257,17 @@ class Recipe(_Section):
 # Loading
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Loads `path`, resolves `base:` files, applies `key.path=value` overrides and validates."""
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), values: dict[str, Any] | None = None
+) -> Recipe:
+    """Loads `path`, resolves `base:` files, applies `key.path=value` overrides, then `values` (settings
+    that command-line options such as `eval --data` stand for, by dotted key), and validates."""
     path = Path(path)
     raw = _load_with_bases(path, stack=())
     for override in overrides:
         _apply_override(raw, override)
+    for key, value in (values or {}).items():
+        _set_value(raw, key.split("."), value)
     return _validate(raw, source=str(path))
 
 
@@ -318,6 +330,10 @@ def _apply_override(raw: dict, override: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    _set_value(raw, parts, value)
+
+
+def _set_value(raw: dict, parts: list[str], value: Any) -> None:
     node = raw
     for part in parts[:-1]:
         child = node.get(part)

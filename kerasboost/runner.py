@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from kerasboost.backend import jit_compile, seed_everything, set_precision, steps_per_execution, versions
+from kerasboost.backend import Precision, jit_compile, seed_everything, steps_per_execution, use_precision, versions
 from kerasboost.data.pipeline import evaluation_batches
 from kerasboost.data.sources import read_splits
 from kerasboost.distribute import Distributed
@@ -31,7 +31,7 @@ from kerasboost.models.masked_softmax import use_additive_masks
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
-from kerasboost.recipe import Recipe, TrainConfig, load_recipe
+from kerasboost.recipe import ModelConfig, Recipe, TrainConfig, load_recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
 from kerasboost.tasks import needs_labels, prepare_task
 from kerasboost.tasks.task import Task
@@ -50,7 +50,7 @@ def run(recipe: Recipe, output_dir: str | None = None, resume: bool = False) -> 
     directory (the others keep their files in a scratch directory that is deleted at the end).
     """
     seed_everything(recipe.seed)  # before the engine starts: JAX's processes then agree on it without a collective
-    distributed = setup_distribution(recipe, keras.backend.backend())
+    distributed = setup_distribution(recipe.distribution, recipe.train, recipe.model.backbone, keras.backend.backend())
     try:
         with _quiet_unless(distributed.primary), tempfile.TemporaryDirectory(prefix="kerasboost-rank-") as scratch:
             return _run(recipe, distributed, output_dir, resume, Path(scratch))
@@ -66,7 +66,8 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         + " · ".join(f"{k} {v}" for k, v in found.items()),
         flush=True,
     )
-    precision = set_precision(recipe.train)
+    precision = use_precision(recipe.train.precision)
+    recipe = _resolved(recipe, precision)
     run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
     documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))  # before anything is written
     if distributed.primary:
@@ -89,14 +90,12 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
     distributed.prepare(task.model)
     for line in task.summary:
         print(line, flush=True)
-    speed = Speed(
-        flops_per_token(recipe, task.model, task.backbone), matmul_peak(compute_dtype()) * distributed.devices
-    )
+    speed = Speed(flops_per_token(task), matmul_peak(compute_dtype()) * distributed.devices)
     print(
-        _describe_model(recipe, task.model, precision) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token",
+        _describe_model(recipe.model, task.model, precision) + f" · {speed.flops_per_token / 1e6:,.1f} MFLOP per token",
         flush=True,
     )
-    print(_describe_schedule(recipe, total_steps, distributed), flush=True)
+    print(_describe_schedule(recipe.train, total_steps, task.model.steps_per_execution), flush=True)
     layout = [
         distributed.describe(recipe.train.batch_size, recipe.train.gradient_accumulation),
         distributed.describe_model(task.model),
@@ -148,14 +147,16 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: Distribu
         kernels = swap_faster_kernels(task.model, recipe.train, compiled)
         if any(kernels.values()):
             print("kernels: " + " · ".join(f"{count} {what}" for what, count in kernels.items() if count), flush=True)
-        total_steps = _total_steps(recipe, len(next(iter(task.batches.train.values()))))
+        total_steps = _total_steps(recipe.train, len(next(iter(task.batches.train.values()))))
         task.model.compile(
             optimizer=build_optimizer(recipe.train, total_steps),
             loss=task.loss,
             loss_weights=task.loss_weights,
             weighted_metrics=task.metrics,
             jit_compile=compiled,
-            steps_per_execution=steps_per_execution(recipe, distributed.several_steps_per_call),
+            steps_per_execution=steps_per_execution(
+                recipe.train, recipe.logging.every_steps, distributed.several_steps_per_call
+            ),
         )
     return task, total_steps
 
@@ -176,24 +177,19 @@ def _scratch_copy(run_dir: RunDir | None, scratch: Path) -> RunDir:
     return own
 
 
-def evaluate(recipe: Recipe, source: str, data: str | None = None) -> dict[str, float]:
-    """The task's validation metrics for the model in `source`: a run directory (its newest checkpoint,
-    tokenizer and labels) or a preset directory (backbone only: task heads start untrained); `data`
-    replaces the recipe's validation data."""
-    source_dir = Path(source)
-    if not source_dir.is_dir():
-        raise InputError(f"--from: {source} is not a directory")
-    if data is not None:
-        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"validation_source": data})})
+def evaluate(recipe: Recipe, run: Path | None) -> dict[str, float]:
+    """The task's validation metrics for the newest checkpoint of `run` (with its tokenizer and labels),
+    or, without a run, for the model the recipe loads (a preset: its task heads start untrained)."""
     with tempfile.TemporaryDirectory() as scratch:
-        if (source_dir / "checkpoints").is_dir():
-            trained = load_trained(source_dir, recipe)
+        if run is not None:
+            trained = load_trained(run, recipe)
             task, run_dir = trained.task, trained.run_dir
         else:
-            recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"preset": str(source_dir)})})
             run_dir = RunDir(Path(scratch))
             task = _prepared_task(recipe, run_dir)
-            print(f"warning: {source} holds a backbone only; the {recipe.task} head is untrained", flush=True)
+            print(
+                f"warning: {recipe.model.preset} holds a backbone only; the {recipe.task} head is untrained", flush=True
+            )
         task.model.compile(
             loss=task.loss,
             loss_weights=task.loss_weights,
@@ -237,7 +233,7 @@ def load_trained(run: str | Path, recipe: Recipe | None = None) -> TrainedRun:
 
 def _prepared_task(recipe: Recipe, run_dir: RunDir) -> Task:
     """The recipe's task (and adapters) under its precision, for using a model rather than training it."""
-    set_precision(recipe.train)
+    use_precision(recipe.train.precision)
     task = prepare_task(recipe, run_dir, *read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe)))
     if recipe.peft is not None:
         _add_adapters(task, recipe)
@@ -245,19 +241,20 @@ def _prepared_task(recipe: Recipe, run_dir: RunDir) -> Task:
 
 
 def export_run(run: str, form: str, out: str | None) -> Path:
-    """`kerasboost export`: preset (the frozen base for adapters; else the trained backbone), merged
-    (adapters folded in), adapter (our adapter files) or peft (Hugging Face PEFT's files)."""
+    """`kerasboost export --format FORM` and `kerasboost merge` (`form` "merge": the preset of a run that
+    has adapters). A "preset" is always the trained model (adapters merged in) as keras-hub loads it; the
+    "base" is the frozen model an adapter run trained on; "adapter" and "peft" hold the adapters alone."""
     trained = load_trained(run)
     task, run_dir, recipe = trained.task, trained.run_dir, trained.recipe
-    directory = Path(out) if out else run_dir.root / f"export-{form}"
-    has_adapters = bool(adapter_layers(task.model))
+    directory = Path(out) if out else run_dir.root / ("export-merged" if form == "merge" else f"export-{form}")
+    if form in ("base", "merge") and not adapter_layers(task.model):
+        what = "merge" if form == "merge" else "export --format base"
+        raise InputError(f"{what}: {run_dir.root} was trained without adapters; its model is --format preset")
     if form == "adapter":
         return save_adapter(task.model, task.backbone, directory, recipe.peft.modules_to_save if recipe.peft else [])
     if form == "peft":
         return export_peft(task.model, task.backbone, directory)
-    if form == "merged" and not has_adapters:
-        raise InputError(f"--format merged: {run_dir.root} was trained without adapters; use --format preset")
-    if form == "preset":
+    if form == "base":
         return export_preset(plain_backbone(task.backbone, merge=False), task.tokenizer, directory)
     return export_preset(task.backbone, task.tokenizer, directory)
 
@@ -272,23 +269,26 @@ def _add_adapters(task, recipe: Recipe):
     return apply_peft(task.model, recipe.peft, recipe.seed)
 
 
-def _total_steps(recipe: Recipe, num_examples: int) -> int:
+def _resolved(recipe: Recipe, precision: Precision) -> Recipe:
+    """The recipe with `auto` precision replaced by what it resolved to: the one copy a run passes on and
+    records in its recipe.yaml."""
+    return recipe.model_copy(update={"train": recipe.train.model_copy(update={"precision": precision.policy})})
+
+
+def _total_steps(config: TrainConfig, num_examples: int) -> int:
     """`train.steps`, or `train.epochs` full passes over the training examples."""
-    if recipe.train.steps is not None:
-        return recipe.train.steps
-    return max(1, recipe.train.epochs * (num_examples // recipe.train.batch_size))
+    if config.steps is not None:
+        return config.steps
+    return max(1, config.epochs * (num_examples // config.batch_size))
 
 
-def _describe_model(recipe: Recipe, model: keras.Model, precision: str) -> str:
+def _describe_model(config: ModelConfig, model: keras.Model, precision: Precision) -> str:
     params = model.count_params()
-    source = recipe.model.preset or "config " + ", ".join(
-        f"{k}={v}" for k, v in recipe.model.config.model_dump().items()
-    )
-    return f"model: {recipe.model.backbone} ({source}) · {params:,} parameters · precision {precision}"
+    source = config.preset or "config " + ", ".join(f"{k}={v}" for k, v in config.config.model_dump().items())
+    return f"model: {config.backbone} ({source}) · {params:,} parameters · precision {precision}"
 
 
-def _describe_schedule(recipe: Recipe, total_steps: int, distributed: Distributed) -> str:
-    config = recipe.train
+def _describe_schedule(config: TrainConfig, total_steps: int, executed: int) -> str:
     micro = config.batch_size // config.gradient_accumulation
     accumulation = f" ({config.gradient_accumulation} x {micro})" if config.gradient_accumulation > 1 else ""
     line = (
@@ -296,7 +296,6 @@ def _describe_schedule(recipe: Recipe, total_steps: int, distributed: Distribute
         f"learning rate {config.learning_rate:g} ({config.schedule}, {config.warmup_steps} warm-up steps) · "
         f"evaluation every {config.eval_every} steps"
     )
-    executed = steps_per_execution(recipe, distributed.several_steps_per_call)
     if executed > 1 or config.steps_per_execution not in ("auto", 1):
         line += f" · {executed} micro-batches per compiled call"
         line += " (Keras' PyTorch trainer runs one)" if keras.backend.backend() == "torch" else ""

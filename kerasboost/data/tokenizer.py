@@ -15,29 +15,28 @@ import tensorflow as tf
 
 from kerasboost.architectures import Architecture, architecture
 from kerasboost.data.cache import cached_sequences, cached_text
-from kerasboost.recipe import Recipe
+from kerasboost.recipe import DataConfig, ModelConfig
 from kerasboost.rundir import RunDir, preset_directory
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_tokenizer(recipe: Recipe, documents: list[str], run: RunDir):
-    """The tokenizer for `recipe.model.backbone`: run directory > data.vocabulary > model.preset > trained."""
-    spec = architecture(recipe.model.backbone)
+def build_tokenizer(model: ModelConfig, data: DataConfig, documents: list[str], run: RunDir):
+    """The tokenizer for `model.backbone`: run directory > data.vocabulary > model.preset > trained."""
+    spec = architecture(model.backbone)
     tokenizer_class = getattr(keras_hub.models, spec.tokenizer_class)
     if spec.vocabulary == "byte_bpe":
-        return _byte_bpe_tokenizer(tokenizer_class, spec, recipe, documents, run)
-    return _word_piece_tokenizer(tokenizer_class, recipe, documents, run)
+        return _byte_bpe_tokenizer(tokenizer_class, spec, model, data, documents, run)
+    return _word_piece_tokenizer(tokenizer_class, model, data, documents, run)
 
 
-def _word_piece_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str], run: RunDir):
-    data = recipe.data
+def _word_piece_tokenizer(tokenizer_class, model: ModelConfig, data: DataConfig, documents: list[str], run: RunDir):
     if run.vocabulary_file.is_file():
         return tokenizer_class(vocabulary=str(run.vocabulary_file), lowercase=data.lowercase)
     if data.vocabulary:
         tokenizer = tokenizer_class(vocabulary=data.vocabulary, lowercase=data.lowercase)
-    elif recipe.model.preset:
-        tokenizer = tokenizer_class.from_preset(str(preset_directory(recipe.model.preset)))
+    elif model.preset:
+        tokenizer = tokenizer_class.from_preset(str(preset_directory(model.preset)))
     else:
         vocabulary = train_word_piece(documents, data.vocabulary_size, data.lowercase)
         tokenizer = tokenizer_class(vocabulary=vocabulary, lowercase=data.lowercase)
@@ -45,14 +44,15 @@ def _word_piece_tokenizer(tokenizer_class, recipe: Recipe, documents: list[str],
     return tokenizer
 
 
-def _byte_bpe_tokenizer(tokenizer_class, spec: Architecture, recipe: Recipe, documents: list[str], run: RunDir):
+def _byte_bpe_tokenizer(
+    tokenizer_class, spec: Architecture, model: ModelConfig, data: DataConfig, documents: list[str], run: RunDir
+):
     if run.bpe_vocabulary_file.is_file():
         return _load_bpe(tokenizer_class, run.bpe_vocabulary_file, run.merges_file)
-    data = recipe.data
     if data.vocabulary:
         tokenizer = _load_bpe(tokenizer_class, Path(data.vocabulary), Path(data.merges))
-    elif recipe.model.preset:
-        tokenizer = tokenizer_class.from_preset(str(preset_directory(recipe.model.preset)))
+    elif model.preset:
+        tokenizer = tokenizer_class.from_preset(str(preset_directory(model.preset)))
     else:
         vocabulary, merges = train_byte_level_bpe(documents, data.vocabulary_size, spec.special_tokens)
         tokenizer = tokenizer_class(vocabulary=vocabulary, merges=merges)

@@ -16,17 +16,17 @@ import os
 
 from kerasboost.distribute.engine import Distributed
 from kerasboost.errors import InputError
-from kerasboost.recipe import Recipe
+from kerasboost.recipe import DistributionConfig, TrainConfig
 
 MODEL_PARALLEL_BACKENDS = ("jax",)
 
 __all__ = ["Distributed", "MODEL_PARALLEL_BACKENDS", "check_strategy", "setup"]
 
 
-def setup(recipe: Recipe, backend: str) -> Distributed:
-    """The recipe's `distribution:` on `backend`; must run before any model (or JAX computation) exists."""
-    check_strategy(recipe, backend)
-    config = recipe.distribution
+def setup(config: DistributionConfig, train: TrainConfig, backbone: str, backend: str) -> Distributed:
+    """The recipe's `distribution:` on `backend`, checked against `train`'s batch sizes (and, for a model
+    parallel layout, the `backbone`); must run before any model (or JAX computation) exists."""
+    check_strategy(config, backend)
     launched = _launched_processes(backend)
     if config.strategy == "none":
         if launched > 1:
@@ -41,23 +41,23 @@ def setup(recipe: Recipe, backend: str) -> Distributed:
         from kerasboost.distribute import tensorflow as engine
     else:
         from kerasboost.distribute import torch as engine
-    distributed = engine.setup(recipe)
-    micro_batch = recipe.train.batch_size // recipe.train.gradient_accumulation
+    distributed = engine.setup(config, backbone) if backend == "jax" else engine.setup(config)
+    micro_batch = train.batch_size // train.gradient_accumulation
     if micro_batch % distributed.replicas:
         distributed.close()
         accumulation = (
-            f" (micro-batch {micro_batch} with gradient_accumulation)" if micro_batch != recipe.train.batch_size else ""
+            f" (micro-batch {micro_batch} with gradient_accumulation)" if micro_batch != train.batch_size else ""
         )
         raise InputError(
-            f"train.batch_size: the global batch {recipe.train.batch_size}{accumulation} "
+            f"train.batch_size: the global batch {train.batch_size}{accumulation} "
             f"does not divide over {distributed.replicas} replicas"
         )
     return distributed
 
 
-def check_strategy(recipe: Recipe, backend: str) -> None:
+def check_strategy(config: DistributionConfig, backend: str) -> None:
     """Refuses a strategy the backend has no engine for (cheap: imports nothing)."""
-    if recipe.distribution.strategy == "model_parallel" and backend not in MODEL_PARALLEL_BACKENDS:
+    if config.strategy == "model_parallel" and backend not in MODEL_PARALLEL_BACKENDS:
         raise InputError(
             "distribution.strategy: model_parallel needs the jax backend (keras.distribution); "
             f"on {backend} use data_parallel"

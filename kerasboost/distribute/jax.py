@@ -18,7 +18,7 @@ from kerasboost.architectures import architecture
 from kerasboost.distribute.engine import Distributed
 from kerasboost.distribute.layouts import BATCH_AXIS, MODEL_AXIS, transformer_layout_map
 from kerasboost.errors import InputError
-from kerasboost.recipe import Recipe
+from kerasboost.recipe import DistributionConfig
 
 
 class KerasDistribution(Distributed):
@@ -51,8 +51,8 @@ class KerasDistribution(Distributed):
             jax.distributed.shutdown()
 
 
-def setup(recipe: Recipe) -> KerasDistribution:
-    config = recipe.distribution
+def setup(config: DistributionConfig, backbone: str) -> KerasDistribution:
+    """`config` over this host's (or every host's) devices; `backbone` names the model-parallel layout."""
     processes = config.num_processes or int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1"))
     if processes > 1 and not jax.distributed.is_initialized():
         # JAX 0.10's preemption service deadlocks the shutdown of CPU processes (each waits in a
@@ -91,7 +91,7 @@ def setup(recipe: Recipe) -> KerasDistribution:
     mesh = distribution.DeviceMesh(shape=(replicas, model_shards), axis_names=(BATCH_AXIS, MODEL_AXIS), devices=devices)
     return KerasDistribution(
         distribution.ModelParallel(
-            layout_map=transformer_layout_map(mesh, architecture(recipe.model.backbone).layout),
+            layout_map=transformer_layout_map(mesh, architecture(backbone).layout),
             batch_dim_name=BATCH_AXIS,
         ),
         "model parallel (keras.distribution.ModelParallel, Megatron layout)",

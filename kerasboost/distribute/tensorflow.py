@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from kerasboost.distribute.engine import Distributed
 from kerasboost.errors import InputError
-from kerasboost.recipe import Recipe
+from kerasboost.recipe import DistributionConfig
 
 
 class StrategyDistribution(Distributed):
@@ -74,8 +74,7 @@ class StrategyDistribution(Distributed):
         optimizer.apply = apply_summed
 
 
-def setup(recipe: Recipe) -> StrategyDistribution:
-    config = recipe.distribution
+def setup(config: DistributionConfig) -> StrategyDistribution:
     if _tf_config_workers() > 1 or (config.num_processes or 1) > 1:
         # Checked here: Keras 3.15's TensorFlow trainer fails under MultiWorkerMirroredStrategy (its
         # evaluate() tries to turn the PerReplica batch into one tensor), so no multi-host run starts.

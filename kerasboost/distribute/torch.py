@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from kerasboost.distribute.engine import Distributed
 from kerasboost.errors import InputError
-from kerasboost.recipe import Recipe
+from kerasboost.recipe import DistributionConfig
 
 
 class ProcessGroupDistribution(Distributed):
@@ -77,8 +77,7 @@ class ProcessGroupDistribution(Distributed):
             dist.destroy_process_group()
 
 
-def setup(recipe: Recipe) -> ProcessGroupDistribution:
-    config = recipe.distribution
+def setup(config: DistributionConfig) -> ProcessGroupDistribution:
     world = config.num_processes or int(os.environ.get("WORLD_SIZE", "1"))
     rank = config.process_id if config.process_id is not None else int(os.environ.get("RANK", "0"))
     if config.coordinator:

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasboost.architectures import architecture
+from kerasboost.data.mlm import max_predictions
 from kerasboost.data.nsp import build_pairs, split_segments
 from kerasboost.data.pipeline import Batches
 from kerasboost.data.tokenizer import build_tokenizer, describe_tokenizer, tokenize
@@ -19,7 +20,7 @@ from kerasboost.tasks.task import Task, describe_data
 
 def prepare(recipe, run, train_docs, validation_docs, report):
     data = recipe.data
-    tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
+    tokenizer = build_tokenizer(recipe.model, recipe.data, [doc.text for doc in train_docs], run)
     examples = {}
     for split, documents, seed in (
         ("train", train_docs, recipe.seed),
@@ -85,4 +86,5 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         summary=summary,
         loss_weights={"mlm": weights.mlm, "nsp": weights.nsp},
         perplexity_of="mlm_loss",
+        logits_per_token=max_predictions(data) / data.sequence_length,
     )

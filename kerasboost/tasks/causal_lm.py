@@ -16,7 +16,7 @@ from kerasboost.tasks.task import Task, describe_data, packed_splits
 
 def prepare(recipe, run, train_docs, validation_docs, report):
     data = recipe.data
-    tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
+    tokenizer = build_tokenizer(recipe.model, recipe.data, [doc.text for doc in train_docs], run)
     examples = packed_splits(
         tokenizer,
         train_docs,
@@ -74,4 +74,5 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         metrics,
         summary,
         after_training=after_training,
+        logits_per_token=1.0,
     )

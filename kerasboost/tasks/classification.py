@@ -29,7 +29,7 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         names = label_names([doc.label for doc in train_docs], [doc.label for doc in validation_docs])
         run.labels_file.write_text(json.dumps(names, indent=1) + "\n", encoding="utf-8")
     index = {name: i for i, name in enumerate(names)}
-    tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
+    tokenizer = build_tokenizer(recipe.model, recipe.data, [doc.text for doc in train_docs], run)
     spec = architecture(recipe.model.backbone)
     start, end = spec.text_ends
     start_id = getattr(tokenizer, start) if start else None

@@ -26,7 +26,7 @@ def mlm_masker(recipe, tokenizer):
 
 def prepare(recipe, run, train_docs, validation_docs, report):
     data = recipe.data
-    tokenizer = build_tokenizer(recipe, [doc.text for doc in train_docs], run)
+    tokenizer = build_tokenizer(recipe.model, recipe.data, [doc.text for doc in train_docs], run)
     spec = architecture(recipe.model.backbone)
     start, end = (getattr(tokenizer, name) for name in spec.text_ends)
     examples = packed_splits(
@@ -50,4 +50,13 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         describe_tokenizer(spec, tokenizer, run),
     ]
     batches = Batches(examples["train"], examples["validation"], mlm_masker(recipe, tokenizer), data.sequence_length)
-    return Task(tokenizer, batches, backbone, build_mlm_model(backbone), loss, metrics, summary)
+    return Task(
+        tokenizer,
+        batches,
+        backbone,
+        build_mlm_model(backbone),
+        loss,
+        metrics,
+        summary,
+        logits_per_token=max_predictions(data) / data.sequence_length,
+    )

@@ -31,6 +31,9 @@ class Task:
     extra_metrics: Callable | None = None
     # Runs after training, e.g. sample generation: (log, step, run) -> None.
     after_training: Callable | None = None
+    # The share of a sequence's positions projected onto the vocabulary (for the FLOP count): the masked
+    # slots of a masked LM, every position of a causal LM, none for a classifier.
+    logits_per_token: float = 0.0
 
 
 def packed_splits(tokenizer, train_docs, validation_docs, sequence_length: int, pack: Callable) -> dict[str, dict]:

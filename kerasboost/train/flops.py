@@ -23,8 +23,7 @@ import keras
 import numpy as np
 
 from kerasboost.architectures import architecture_of
-from kerasboost.data.mlm import max_predictions
-from kerasboost.recipe import Recipe
+from kerasboost.tasks.task import Task
 
 
 @dataclass(frozen=True)
@@ -38,34 +37,27 @@ class Speed:
         return tokens_per_second * self.flops_per_token / self.peak_flops
 
 
-def flops_per_token(recipe: Recipe, model: keras.Model, backbone) -> float:
-    """Training FLOPs per token of sequence for `model` (see the module docstring)."""
+def flops_per_token(task: Task) -> float:
+    """Training FLOPs per token of sequence for `task.model` (see the module docstring)."""
+    model, backbone, sequence = task.model, task.backbone, task.batches.tokens_per_example
     embedding_paths = {variable.path for variable in backbone.weights if variable.path.endswith("embeddings")}
     dense = [variable for variable in model.weights if variable.path not in embedding_paths and _is_weight(variable)]
     trainable = {id(variable) for variable in model.trainable_weights}
-    shares = _position_shares(recipe, backbone)
+    shares = _position_shares(backbone, sequence, task.logits_per_token)
     per_token = sum(
         (6 if id(variable) in trainable else 4) * int(np.prod(variable.shape)) * shares(variable) for variable in dense
     )
     layers, hidden = backbone.num_layers, backbone.hidden_dim
-    sequence = recipe.data.sequence_length
     per_token += 12 * layers * sequence * hidden
     token_embedding = backbone.token_embedding.embeddings
     output = 6 if token_embedding.trainable else 4
-    per_token += output * backbone.vocabulary_size * hidden * logits_per_token(recipe)
+    per_token += output * backbone.vocabulary_size * hidden * task.logits_per_token
     return float(per_token)
 
 
-def logits_per_token(recipe: Recipe) -> float:
-    """The share of positions where the vocabulary projection runs."""
-    if recipe.task in ("mlm", "bert_pretraining"):
-        return max_predictions(recipe.data) / recipe.data.sequence_length
-    return 1.0 if recipe.task == "causal_lm" else 0.0
-
-
-def _position_shares(recipe: Recipe, backbone):
+def _position_shares(backbone, sequence: int, logits_per_token: float):
     """The share of a sequence's positions each weight's layer runs on (see the module docstring)."""
-    per_sequence = 1.0 / recipe.data.sequence_length
+    per_sequence = 1.0 / sequence
     in_backbone = {id(variable) for variable in backbone.weights}
     once = architecture_of(backbone).per_sequence_layers
     pooler = {id(variable) for layer in backbone.layers if layer.name in once for variable in layer.weights}
@@ -73,7 +65,7 @@ def _position_shares(recipe: Recipe, backbone):
     def share(variable) -> float:
         if id(variable) in in_backbone:
             return per_sequence if id(variable) in pooler else 1.0
-        return logits_per_token(recipe) if variable.path.startswith("mlm_head/") else per_sequence
+        return logits_per_token if variable.path.startswith("mlm_head/") else per_sequence
 
     return share
 

@@ -16,7 +16,7 @@ import keras
 
 from kerasboost.data.pipeline import evaluation_batches, training_batches
 from kerasboost.distribute import Distributed
-from kerasboost.recipe import Recipe
+from kerasboost.recipe import CheckpointConfig, Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.train.checkpoints import save_checkpoint
 from kerasboost.train.flops import Speed
@@ -39,7 +39,7 @@ class PeriodEnd(keras.callbacks.Callback):
         self,
         evaluate,
         steps: StepLogger,
-        recipe: Recipe,
+        checkpoints: CheckpointConfig,
         run: RunDir,
         total_steps: int,
         tokens_per_step: int,
@@ -49,7 +49,7 @@ class PeriodEnd(keras.callbacks.Callback):
         self.evaluate = evaluate
         self.distributed = distributed
         self.steps = steps
-        self.recipe = recipe
+        self.checkpoints = checkpoints
         self.run = run
         self.total_steps = total_steps
         self.tokens_per_step = tokens_per_step
@@ -71,10 +71,10 @@ class PeriodEnd(keras.callbacks.Callback):
         self.result.evaluations.append(
             self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds)
         )
-        every = self.recipe.checkpoint.every_steps
+        every = self.checkpoints.every_steps
         due = (every and step // every > self.result.final_step // every) or step == self.total_steps
         if due and self.distributed.saves_weights:
-            save_checkpoint(self.model, self.run.checkpoints, step, self.recipe.checkpoint.keep)
+            save_checkpoint(self.model, self.run.checkpoints, step, self.checkpoints.keep)
         self.result.final_step = step
         if self._steady[1]:
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
@@ -125,7 +125,13 @@ def train(
         distributed.mean,
     )
     period_end = PeriodEnd(
-        evaluate, steps, recipe, run, total_steps, config.batch_size * batches.tokens_per_example, distributed
+        evaluate,
+        steps,
+        recipe.checkpoint,
+        run,
+        total_steps,
+        config.batch_size * batches.tokens_per_example,
+        distributed,
     )
     if start_step == 0:
         period_end.result.evaluations.append(evaluate(0))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasboost.backend import jax_has_only_cpus, set_precision
+from kerasboost.backend import jax_has_only_cpus, use_precision
 from kerasboost.errors import InputError
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.mlm import build_mlm_model, mlm_loss_and_metrics
@@ -99,9 +99,9 @@ def test_gradient_accumulation_matches_the_full_batch():
 def test_mixed_precision_trains_with_float32_logits(policy):
     if policy == "mixed_float16" and keras.backend.backend() == "jax" and jax_has_only_cpus():
         with pytest.raises(InputError, match="train.precision: mixed_float16 .* use mixed_bfloat16"):
-            set_precision(TrainConfig(precision=policy))
+            use_precision(policy)
         return
-    set_precision(TrainConfig(precision=policy))
+    use_precision(policy)
     try:
         model, loss, metrics = model_and_loss()
         model.compile(

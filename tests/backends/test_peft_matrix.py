@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import mlm_batch, tiny_bert_mlm
 
-from kerasboost.backend import jit_compile, set_precision
+from kerasboost.backend import jit_compile, resolve_precision, use_precision
 from kerasboost.peft.inject import adapter_layers, apply_peft
 from kerasboost.recipe import PeftConfig, TrainConfig
 from kerasboost.runner import swap_faster_kernels
@@ -25,17 +25,15 @@ METHODS = typing.get_args(PeftConfig.model_fields["method"].annotation)
 
 def _precisions() -> list[str]:
     """float32 and what `auto` resolves to here (once, where the two are the same)."""
-    auto = TrainConfig(precision="auto")
-    set_precision(auto)
-    keras.config.set_dtype_policy("float32")
-    return sorted({"float32", auto.precision})
+    auto = resolve_precision("auto")
+    return sorted({"float32", auto.policy})
 
 
 @pytest.fixture
 def precision(request):
     """Sets the global dtype policy as a run with `train.precision: <param>` does; float32 again afterwards."""
     train = TrainConfig(precision=request.param, warmup_steps=0)
-    set_precision(train)
+    use_precision(train.precision)
     yield train
     keras.config.set_dtype_policy("float32")
 

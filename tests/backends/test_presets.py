@@ -52,7 +52,7 @@ def test_hugging_face_checkpoint_directory_matches_transformers(tmp_path):
     recipe = Recipe(model=ModelConfig(preset=str(tmp_path)))
     run = tmp_path / "run"
     run.mkdir()
-    tokenizer = build_tokenizer(recipe, [], RunDir(run))
+    tokenizer = build_tokenizer(recipe.model, recipe.data, [], RunDir(run))
     assert tokenizer.get_vocabulary() == VOCAB
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     x = inputs()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import pytest
 from helpers import tiny_bert_mlm
+from pydantic import ValidationError
 
 from kerasboost import backend
 from kerasboost.errors import InputError
@@ -23,23 +24,29 @@ def restore_policy():
 
 
 @pytest.mark.parametrize("cpu_unit", ["CPU with AVX512-BF16", None])
-def test_auto_follows_the_hardware_and_is_recorded_in_the_recipe(monkeypatch, cpu_unit):
+def test_auto_follows_the_hardware(monkeypatch, cpu_unit):
     monkeypatch.setattr(backend, "_cpu_bfloat16_unit", lambda: cpu_unit)
     train = TrainConfig()
-    assert train.precision == "auto"
-    shown = backend.set_precision(train)
+    precision = backend.use_precision(train.precision)
     # No accelerator here: the CPU decides, except under JAX, whose XLA CPU backend emulates bfloat16.
     native = cpu_unit is not None and keras.backend.backend() != "jax"
-    assert train.precision == ("mixed_bfloat16" if native else "float32")
-    assert keras.config.dtype_policy().name == train.precision
-    assert shown.startswith(train.precision + " (auto: ") and (
+    assert precision.policy == ("mixed_bfloat16" if native else "float32")
+    assert keras.config.dtype_policy().name == precision.policy
+    shown = str(precision)
+    assert shown.startswith(precision.policy + " (auto: ") and (
         cpu_unit in shown if native else "no native bfloat16" in shown
     )
+    assert train.precision == "auto"  # resolved into a value, the recipe left as it was
 
 
 def test_an_explicit_precision_is_kept():
-    train = TrainConfig(precision="float32")
-    assert backend.set_precision(train) == "float32" and train.precision == "float32"
+    assert str(backend.use_precision("float32")) == "float32"
+
+
+def test_a_recipe_cannot_be_changed_once_loaded():
+    train = TrainConfig()
+    with pytest.raises(ValidationError, match="frozen"):
+        train.precision = "float32"
 
 
 def test_auto_jit_compile_leaves_xla_to_keras_except_tensorflow_on_cpu():
@@ -79,11 +86,13 @@ def test_one_step_per_call_where_the_engine_runs_no_more():
     """TensorFlow's MirroredStrategy with several replicas (distribute.tensorflow) runs one step per call:
     `auto` gives 1 there, an explicit larger value is a one-line error (PyTorch always runs one)."""
     auto = Recipe(train={"eval_every": 10})
-    assert backend.steps_per_execution(auto, several_per_call=False) == 1
-    assert backend.steps_per_execution(auto) == (1 if keras.backend.backend() == "torch" else 10)
+    auto = auto.train, auto.logging.every_steps
+    assert backend.steps_per_execution(*auto, several_per_call=False) == 1
+    assert backend.steps_per_execution(*auto) == (1 if keras.backend.backend() == "torch" else 10)
     explicit = Recipe(train={"eval_every": 10, "steps_per_execution": 5})
+    explicit = explicit.train, explicit.logging.every_steps
     if keras.backend.backend() == "torch":
-        assert backend.steps_per_execution(explicit, several_per_call=False) == 1
+        assert backend.steps_per_execution(*explicit, several_per_call=False) == 1
     else:
         with pytest.raises(InputError, match="train.steps_per_execution: 5 steps per call fail under"):
-            backend.steps_per_execution(explicit, several_per_call=False)
+            backend.steps_per_execution(*explicit, several_per_call=False)

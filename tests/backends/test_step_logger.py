@@ -30,7 +30,8 @@ class Recorded:
 def _three_micro_batches_per_call():
     """A one-layer model compiled with `train.steps_per_execution: 3` (as resolved on this backend), exactly 10
     micro-batches of data, and the resolved steps per execution."""
-    executed = steps_per_execution(Recipe.model_validate({"train": {"steps_per_execution": 3, "eval_every": 6}}))
+    recipe = Recipe.model_validate({"train": {"steps_per_execution": 3, "eval_every": 6}})
+    executed = steps_per_execution(recipe.train, recipe.logging.every_steps)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", steps_per_execution=executed)
     data = tf.data.Dataset.from_tensor_slices((np.ones((10, 4), "float32"), np.ones((10, 1), "float32"))).batch(1)
@@ -72,7 +73,9 @@ def test_steps_are_counted_per_execution_and_training_stops_at_the_last_step():
 )
 def test_auto_steps_per_execution_keeps_evaluations_and_logs_between_calls(train, every, expected):
     recipe = Recipe.model_validate({"train": train, "logging": {"every_steps": every}})
-    assert steps_per_execution(recipe) == (1 if keras.backend.backend() == "torch" else expected)
+    assert steps_per_execution(recipe.train, recipe.logging.every_steps) == (
+        1 if keras.backend.backend() == "torch" else expected
+    )
 
 
 def test_bench_timer_counts_the_micro_batches_of_each_execution():

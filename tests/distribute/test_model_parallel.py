@@ -24,7 +24,7 @@ def spec(variable) -> tuple:
 
 def test_layout_shards_bert_kernels_and_replicates_adapters():
     lora = recipe("lora_mlm", *MODEL_PARALLEL, "peft.targets=all-linear")
-    distributed = distribute.setup(lora, "jax")
+    distributed = distribute.setup(lora.distribution, lora.train, lora.model.backbone, "jax")
     try:
         model = build_mlm_model(build_backbone(lora.model, 1000))
         apply_peft(model, lora.peft, seed=0)
@@ -48,7 +48,7 @@ def test_layout_shards_bert_kernels_and_replicates_adapters():
 
 def test_layout_shards_gpt2_the_same_way():
     gpt2 = recipe("gpt2_clm", *MODEL_PARALLEL)
-    distributed = distribute.setup(gpt2, "jax")
+    distributed = distribute.setup(gpt2.distribution, gpt2.train, gpt2.model.backbone, "jax")
     try:
         backbone = build_backbone(gpt2.model, 1000)
         assert isinstance(backbone, keras_hub.models.GPT2Backbone)
@@ -92,4 +92,5 @@ def test_lora_under_model_parallel_follows_the_single_device_curve(tmp_path):
 )
 def test_impossible_meshes_are_input_errors(pairs, message):
     with pytest.raises(InputError, match=message.replace(".", r"\.")):
-        distribute.setup(recipe("mlm", *pairs), "jax")
+        mlm = recipe("mlm", *pairs)
+        distribute.setup(mlm.distribution, mlm.train, mlm.model.backbone, "jax")

@@ -21,6 +21,17 @@ assert not any("lora" in v.path for v in backbone.weights)
 print("MERGED OK", backbone.count_params())
 """
 
+CHECK_BASE = """
+import os, sys
+from kerasboost.backend import select_backend
+select_backend(os.environ["KERAS_BACKEND"])
+import keras_hub, numpy as np
+exported, original = (keras_hub.models.BertBackbone.from_preset(path) for path in sys.argv[1:])
+assert [v.path for v in exported.weights] == [v.path for v in original.weights]
+assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(exported.weights, original.weights))
+print("BASE OK")
+"""
+
 
 def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -64,6 +75,10 @@ def test_lora_classification_from_a_pretrained_run(backend, tmp_path):
     assert merged.returncode == 0, explain(merged)
     check = python(CHECK_MERGED, backend, str(run / "export-merged"))
     assert check.returncode == 0 and "MERGED OK" in check.stdout, explain(check)
+    exported = kerasboost("export", str(run), "--format", "base", "--out", str(tmp_path / "base_out"), backend=backend)
+    assert exported.returncode == 0, explain(exported)
+    check = python(CHECK_BASE, backend, str(tmp_path / "base_out"), str(base / "preset"))
+    assert check.returncode == 0 and "BASE OK" in check.stdout, explain(check)
     exported = kerasboost(
         "export", str(run), "--format", "adapter", "--out", str(tmp_path / "adapter"), backend=backend
     )
@@ -85,10 +100,8 @@ def test_lora_classification_from_a_pretrained_run(backend, tmp_path):
         "eval",
         str(run / "recipe.yaml"),
         "--from",
-        str(run / "preset"),
+        str(base / "preset"),
         "--json",
-        "--set",
-        f"model.preset={base}",
         "--set",
         f"peft.adapter={tmp_path / 'adapter'}",
         backend=backend,

@@ -56,7 +56,7 @@ def shrunk(recipe) -> list[str]:
 
 def refusal(recipe, backend: str):
     try:
-        check_strategy(recipe, backend)
+        check_strategy(recipe.distribution, backend)
     except InputError as error:
         return str(error)
     return None

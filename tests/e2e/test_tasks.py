@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import BACKENDS, explain, kerasboost, overrides, python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -177,6 +178,8 @@ def test_causal_lm_learns_and_generates_the_requested_length(backend, tmp_path):
     )
     assert process.returncode == 0, explain(process)
     assert "precision " in process.stdout and "(auto: " in process.stdout
+    recorded = yaml.safe_load((run / "recipe.yaml").read_text())["train"]["precision"]
+    assert recorded in ("float32", "mixed_bfloat16") and f"precision {recorded} (auto: " in process.stdout
     assert ("3 micro-batches per compiled call" in process.stdout) == (backend != "torch")
     assert [entry["step"] for entry in metrics(run)] == [0, 3, 6]
     history = metrics(run)
