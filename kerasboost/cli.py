@@ -16,7 +16,7 @@ import yaml
 
 from kerasboost.distribute import check_strategy
 from kerasboost.errors import InputError
-from kerasboost.recipe import BACKENDS, check_files, load_recipe
+from kerasboost.recipe import BACKENDS, BUNDLED_RECIPES, check_files, find_recipe, load_recipe
 from kerasboost.version import __version__
 
 # bench --quick: a tiny model, to check that the tool works (its numbers mean nothing).
@@ -177,24 +177,32 @@ def _bench_in_process(recipe: str, overrides, backend: str, steps: int, warmup: 
 
 
 @cli.command("eval")
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("target", type=click.Path())
 @click.option(
     "--from",
     "source",
-    required=True,
     type=click.Path(),
-    help="A run directory (newest checkpoint) or a preset directory.",
+    help="A run directory (newest checkpoint) or a preset directory; default TARGET when it is a run directory.",
 )
 @click.option("--data", type=click.Path(), help="Evaluate on this file instead of the recipe's validation data.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(
-    recipe: str, source: str, data: str | None, overrides: tuple[str, ...], backend: str | None, as_json: bool
+    target: str, source: str | None, data: str | None, overrides: tuple[str, ...], backend: str | None, as_json: bool
 ) -> None:
-    """Compute RECIPE's task metrics for a trained model on its validation data (or --data)."""
+    """Compute a trained model's task metrics on its validation data (or --data). TARGET is a run directory
+    (its recipe.yaml and newest checkpoint) or a recipe file, with --from the run or preset to evaluate."""
     from kerasboost.backend import resolve_backend, select_backend
 
+    recipe = target
+    if Path(target).is_dir():
+        recipe = str(Path(target) / "recipe.yaml")
+        if not Path(recipe).is_file():
+            raise InputError(f"{target}: not a run directory (no recipe.yaml)")
+        source = source or target
+    if source is None:
+        raise InputError(f"--from: give the run or preset directory to evaluate with {target}")
     if not Path(source).is_dir():
         raise InputError(f"--from: {source} is not a directory")
     if data is not None and not Path(data).is_file():
@@ -218,16 +226,103 @@ def evaluate(
         click.echo(f"{name:<{width}}  {value:.4f}")
 
 
+_SAMPLING = (
+    click.option("--max-length", type=click.IntRange(min=2), help="causal_lm: tokens per text, prompt included."),
+    click.option("--strategy", type=click.Choice(["greedy", "top_k", "top_p"]), default="greedy", show_default=True),
+    click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the top_k / top_p sampler."),
+)
+
+
+def _sampling_options(command):
+    for option in reversed(_SAMPLING):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--input", "input_file", type=click.Path(dir_okay=False), help="TXT (one per line), JSONL or CSV.")
+@click.option("--text", "texts", multiple=True, help="A text to predict for (repeatable).")
+@click.option("--output", type=click.Path(dir_okay=False), help="JSONL file to write (default: stdout).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Fills per mask; top_k's k.")
+@_sampling_options
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
+def predict(
+    run_dir: str,
+    input_file: str | None,
+    texts: tuple[str, ...],
+    output: str | None,
+    batch_size: int,
+    top_k: int,
+    max_length: int | None,
+    strategy: str,
+    top_p: float,
+    seed: int,
+    backend: str | None,
+) -> None:
+    """Use a trained run's model on new texts (one JSON line each): labels and probabilities
+    (classification), the top fills of each mask token (mlm, bert_pretraining), continuations (causal_lm)."""
+    _predict(run_dir, input_file, texts, output, batch_size, top_k, (max_length, strategy, top_p, seed), backend)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--prompt", "prompts", multiple=True, required=True, help="A prompt to continue (repeatable).")
+@click.option("--output", type=click.Path(dir_okay=False), help="JSONL file to write (default: stdout).")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="k of --strategy top_k.")
+@_sampling_options
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
+def generate(
+    run_dir: str,
+    prompts: tuple[str, ...],
+    output: str | None,
+    top_k: int,
+    max_length: int | None,
+    strategy: str,
+    top_p: float,
+    seed: int,
+    backend: str | None,
+) -> None:
+    """Continue prompts with a causal-LM run (`predict --text` for causal_lm)."""
+    _predict(run_dir, None, prompts, output, 32, top_k, (max_length, strategy, top_p, seed), backend, "causal_lm")
+
+
+def _predict(run_dir, input_file, texts, output, batch_size, top_k, sampling, backend, only: str | None = None):
+    from kerasboost.backend import resolve_backend, select_backend
+
+    recipe_file = Path(run_dir) / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise InputError(f"{run_dir}: not a run directory (no recipe.yaml)")
+    recipe = load_recipe(recipe_file)
+    if only is not None and recipe.task != only:
+        raise InputError(f"{run_dir}: a {recipe.task} run; generate continues causal_lm runs (use predict)")
+    select_backend(resolve_backend(backend, recipe.backend))
+    from kerasboost.predict import Sampling, predictions, read_inputs, write_jsonl
+    from kerasboost.runner import load_trained
+
+    inputs = read_inputs(texts, input_file, recipe.data)  # before the model loads: bad input fails fast
+
+    max_length, strategy, top_p, seed = sampling
+    chosen = Sampling(max_length or recipe.generate.max_length, strategy, top_k, top_p, seed)
+    trained = load_trained(run_dir)
+    written = write_jsonl(predictions(trained, inputs, batch_size, top_k, chosen), output)
+    if output is not None:
+        click.echo(f"predictions: {written} -> {output}")
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option(
     "--format",
     "form",
-    type=click.Choice(["preset", "base", "adapter", "peft"]),
+    type=click.Choice(["preset", "base", "adapter", "peft", "transformers"]),
     default="preset",
     show_default=True,
     help="preset: the trained model as a keras-hub preset (adapters merged in); base: the frozen base "
-    "an adapter run trained on; adapter: our adapter files; peft: Hugging Face PEFT adapter files.",
+    "an adapter run trained on; adapter: our adapter files; peft: Hugging Face PEFT adapter files; "
+    "transformers: the trained model as transformers' class for the task (AutoModelFor...from_pretrained).",
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-FORMAT).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
@@ -285,15 +380,48 @@ def show(recipe: str, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command("recipes")
-def list_recipes() -> None:
-    """List the bundled recipes with their descriptions."""
-    directory = bundled_recipes_dir()
-    for path in sorted(directory.glob("*.yaml")):
-        try:
-            description = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", "")
-        except yaml.YAMLError:
-            description = "(unreadable)"
-        click.echo(f"{str(path):<36} {description}")
+@click.option(
+    "--copy", "name", metavar="NAME", help="Write the bundled recipe NAME (and any it builds on) to DIRECTORY."
+)
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+def list_recipes(name: str | None, directory: str | None) -> None:
+    """List the bundled recipes with their descriptions; with --copy, write one to DIRECTORY (default .) to edit."""
+    if name is None:
+        if directory is not None:
+            raise InputError(f"{directory}: a directory is only taken with --copy NAME")
+        click.echo(f"bundled recipes ({BUNDLED_RECIPES}); `kerasboost run NAME.yaml` runs one by name")
+        for path in sorted(BUNDLED_RECIPES.glob("*.yaml")):
+            try:
+                description = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", "")
+            except yaml.YAMLError:
+                description = "(unreadable)"
+            click.echo(f"  {path.name:<28} {description}")
+        return
+    for written in copy_bundled_recipe(name, Path(directory or ".")):
+        click.echo(f"wrote {written}")
+
+
+def copy_bundled_recipe(name: str, directory: Path) -> list[Path]:
+    """Copies the bundled recipe `name` and the `base:` recipes it builds on into `directory`; refuses to
+    overwrite a file there (nothing is written then)."""
+    source = find_recipe(name)
+    if source.parent != BUNDLED_RECIPES or not source.is_file():
+        names = ", ".join(path.stem for path in sorted(BUNDLED_RECIPES.glob("*.yaml")))
+        raise InputError(f"--copy {name}: no bundled recipe of that name (bundled: {names})")
+    chain = [source]
+    while True:
+        base = (yaml.safe_load(chain[-1].read_text(encoding="utf-8")) or {}).get("base")
+        if not base:
+            break
+        chain.append(BUNDLED_RECIPES / base)
+    targets = [directory / path.name for path in chain]
+    existing = [target for target in targets if target.exists()]
+    if existing:
+        raise InputError(f"--copy {name}: {existing[0]} already exists; nothing was written")
+    directory.mkdir(parents=True, exist_ok=True)
+    for path, target in zip(chain, targets):
+        target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    return targets
 
 
 def _set_args(overrides) -> list[str]:
@@ -316,11 +444,6 @@ def check_distribution(recipe, backend: str, nproc: int) -> None:
         raise InputError(
             f"--nproc {nproc}: the recipe's distribution.num_processes is {recipe.distribution.num_processes}"
         )
-
-
-def bundled_recipes_dir() -> Path:
-    """recipes/ of the source checkout this package runs from."""
-    return Path(__file__).resolve().parent.parent / "recipes"
 
 
 def main() -> None:

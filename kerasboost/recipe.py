@@ -257,12 +257,28 @@ class Recipe(_Section):
 # Loading
 
 
+# The recipes that ship inside the package (recipes/ in a source checkout links here).
+BUNDLED_RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def find_recipe(path: str | Path) -> Path:
+    """`path`, or where no such file exists, the bundled recipe of that name (`mlm.yaml` or `mlm`)."""
+    path = Path(path)
+    if path.is_file() or path.parent != Path("."):
+        return path
+    for name in (path.name, f"{path.name}.yaml"):
+        if (BUNDLED_RECIPES / name).is_file():
+            return BUNDLED_RECIPES / name
+    return path
+
+
 def load_recipe(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), values: dict[str, Any] | None = None
 ) -> Recipe:
-    """Loads `path`, resolves `base:` files, applies `key.path=value` overrides, then `values` (settings
-    that command-line options such as `eval --data` stand for, by dotted key), and validates."""
-    path = Path(path)
+    """Loads `path` (or the bundled recipe of that name), resolves `base:` files, applies `key.path=value`
+    overrides, then `values` (settings that command-line options such as `eval --data` stand for, by
+    dotted key), and validates."""
+    path = find_recipe(path)
     raw = _load_with_bases(path, stack=())
     for override in overrides:
         _apply_override(raw, override)

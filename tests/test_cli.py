@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, backend_env, kerasboost
@@ -164,3 +165,45 @@ def test_runtime_failure_exits_1_and_debug_shows_the_traceback(tmp_path):
     assert "Traceback" not in plain.stderr
     debug = kerasboost("--debug", *args, "--output-dir", str(tmp_path / "run2"), backend="tensorflow")
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_bundled_recipes_run_by_name_and_copy_with_their_bases(tmp_path):
+    shown = kerasboost("show", "lora_classify.yaml", cwd=tmp_path)
+    assert shown.returncode == 0 and "task: classification" in shown.stdout, shown.stderr
+    copied = kerasboost("recipes", "--copy", "lora_classify", str(tmp_path / "mine"))
+    assert copied.returncode == 0, copied.stderr
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["classify.yaml", "lora_classify.yaml"]
+    assert kerasboost("validate", str(tmp_path / "mine" / "lora_classify.yaml")).returncode == 0
+    again = kerasboost("recipes", "--copy", "lora_classify", str(tmp_path / "mine"))
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"error: --copy lora_classify: {tmp_path / 'mine' / 'lora_classify.yaml'} already exists; nothing was written"
+    ]
+    unknown = kerasboost("recipes", "--copy", "nope")
+    assert unknown.returncode == 2 and "no bundled recipe of that name (bundled: bert_pretrain" in unknown.stderr
+
+
+def test_the_wheel_ships_the_recipes(tmp_path):
+    """`pip wheel` of the project: the recipes are package data, so an installed `kerasboost recipes` lists them."""
+    import zipfile
+
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("kerasboost-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(name).name for name in names if name.startswith("kerasboost/recipes/")}
+    assert shipped == {path.name for path in (ROOT / "recipes").glob("*.yaml")}, names

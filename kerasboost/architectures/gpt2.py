@@ -3,7 +3,7 @@
 Hugging Face's GPT-2 fuses query, key and value into one Conv1D `c_attn` (weights stored (in, out)).
 """
 
-from kerasboost.architectures.spec import Architecture, HuggingFaceNames
+from kerasboost.architectures.spec import Architecture, HuggingFaceCheckpoint, HuggingFaceNames, Weight, linear
 
 _MODULES = {
     "query": "attn.c_attn",
@@ -13,6 +13,97 @@ _MODULES = {
     "intermediate": "mlp.c_fc",
     "output": "mlp.c_proj",
 }
+
+
+def _third(index: int):
+    """Query, key or value (`index` 0, 1, 2) out of c_attn's fused (in, 3 x hidden) kernel or bias."""
+
+    def split(tensor, shape):
+        width = tensor.shape[-1] // 3
+        return tensor[..., index * width : (index + 1) * width].reshape(shape)
+
+    return split
+
+
+def _conv1d(path: str, key: str, input_dims: int = 1) -> list[Weight]:
+    return [
+        Weight(f"{path}/kernel", (f"{key}.weight",), input_dims=input_dims),
+        Weight(f"{path}/bias", (f"{key}.bias",)),
+    ]
+
+
+def _norm(path: str, key: str) -> list[Weight]:
+    return [Weight(f"{path}/gamma", (f"{key}.weight",)), Weight(f"{path}/beta", (f"{key}.bias",))]
+
+
+def _backbone_config(config: dict) -> dict:
+    return {
+        "vocabulary_size": config["vocab_size"],
+        "num_layers": config["n_layer"],
+        "num_heads": config["n_head"],
+        "hidden_dim": config["n_embd"],
+        # n_inner: null means 4 x n_embd (keras-hub's converter assumes that always).
+        "intermediate_dim": config.get("n_inner") or 4 * config["n_embd"],
+        "dropout": config.get("resid_pdrop", 0.1),
+        "max_sequence_length": config["n_positions"],
+    }
+
+
+def _export_config(config: dict) -> dict:
+    return {
+        "vocab_size": config["vocabulary_size"],
+        "n_layer": config["num_layers"],
+        "n_head": config["num_heads"],
+        "n_embd": config["hidden_dim"],
+        "n_inner": config["intermediate_dim"],
+        "resid_pdrop": config["dropout"],
+        "embd_pdrop": config["dropout"],
+        "attn_pdrop": config["dropout"],
+        "n_positions": config["max_sequence_length"],
+    }
+
+
+def _backbone_weights(config: dict) -> list[Weight]:
+    weights = [
+        Weight("token_embedding/embeddings", ("wte.weight",)),
+        Weight("position_embedding/embeddings", ("wpe.weight",)),
+    ]
+    for block in range(config["n_layer"]):
+        ours, theirs = f"transformer_layer_{block}/", f"h.{block}."
+        weights += _norm(ours + "self_attention_layer_norm", theirs + "ln_1")
+        for index, target in enumerate(("query", "key", "value")):
+            kernel, bias = f"{ours}self_attention/{target}/kernel", f"{ours}self_attention/{target}/bias"
+            weights += [
+                Weight(kernel, (theirs + "attn.c_attn.weight",), _third(index), part=index),
+                Weight(bias, (theirs + "attn.c_attn.bias",), _third(index), part=index),
+            ]
+        weights += _conv1d(ours + "self_attention/attention_output", theirs + "attn.c_proj", input_dims=2)
+        weights += _norm(ours + "feedforward_layer_norm", theirs + "ln_2")
+        weights += _conv1d(ours + "feedforward_intermediate_dense", theirs + "mlp.c_fc")
+        weights += _conv1d(ours + "feedforward_output_dense", theirs + "mlp.c_proj")
+    return [*weights, *_norm("layer_norm", "ln_f")]
+
+
+CHECKPOINT = HuggingFaceCheckpoint(
+    model_types=("gpt2",),
+    backbone_config=_backbone_config,
+    backbone_weights=_backbone_weights,
+    export_config=_export_config,
+    task_classes={"causal_lm": "GPT2LMHeadModel", "classification": "GPT2ForSequenceClassification"},
+    tokenizer_class="GPT2Tokenizer",
+    special_tokens={
+        "bos_token": "end_token_id",
+        "eos_token": "end_token_id",
+        "unk_token": "end_token_id",
+        "pad_token": "pad_token_id",
+    },
+    heads={
+        "classifier": lambda config: [Weight("classifier/kernel", ("score.weight",), linear)],
+    },
+    epsilon_key="layer_norm_epsilon",
+    activation_key="activation_function",
+    activations={"gelu_new": True, "gelu_pytorch_tanh": True, "gelu": False},
+)
 
 ARCHITECTURE = Architecture(
     name="gpt2",
@@ -34,4 +125,6 @@ ARCHITECTURE = Architecture(
     causal_lm_class="GPT2CausalLM",
     # keras-hub's GPT-2 tokenizer treats id 0 as padding: a padding token takes it, <|endoftext|> id 1.
     special_tokens=("<|pad|>", "<|endoftext|>"),
+    classifier_bias=False,  # as GPT2ForSequenceClassification's `score`
+    checkpoint=CHECKPOINT,
 )

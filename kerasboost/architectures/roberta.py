@@ -2,24 +2,87 @@
 next-sentence prediction; a classifier reads the <s> token. Hugging Face names its modules as BERT does,
 under `roberta.` in RobertaForMaskedLM and RobertaForSequenceClassification, the classes it serves."""
 
-from pathlib import Path
+from kerasboost.architectures.bert import (
+    HUGGING_FACE_MODULES,
+    dense,
+    encoder_blocks,
+    encoder_config,
+    encoder_export_config,
+    masked_lm_head,
+    norm,
+)
+from kerasboost.architectures.spec import Architecture, HuggingFaceCheckpoint, HuggingFaceNames, Weight
 
-from kerasboost.architectures.bert import HUGGING_FACE_MODULES
-from kerasboost.architectures.spec import Architecture, HuggingFaceNames
+# Hugging Face's RoBERTa numbers positions from padding_idx + 1 = 2.
+_FIRST_POSITION = 2
 
 
-def fold_token_type_embedding(backbone, preset: Path) -> None:
-    """Hugging Face's RoBERTa adds a one-row token-type embedding to every token; keras-hub's converter drops
-    it (exact only where it is zero, as in fairseq-converted checkpoints). Added to every position
-    embedding row instead, it gives the same sums."""
-    from safetensors import safe_open
+def _positions(positions, token_types, shape):
+    """Hugging Face's RoBERTa adds a one-row token-type embedding to every token; keras-hub's backbone has
+    none (its converter drops it, exact only where it is zero, as in fairseq-converted checkpoints). Added
+    to every position row instead, it gives the same sums."""
+    return positions[_FIRST_POSITION : _FIRST_POSITION + shape[0]] + token_types[0]
 
-    for file in sorted(preset.glob("*.safetensors")):  # a keras-hub preset holds none
-        with safe_open(str(file), framework="np") as tensors:
-            for key in tensors.keys():  # noqa: SIM118  (a safetensors handle is not a dict)
-                if key.endswith("embeddings.token_type_embeddings.weight"):
-                    table = backbone.embeddings.position_embedding.position_embeddings
-                    table.assign(table + tensors.get_tensor(key)[0])
+
+def _positions_out(table) -> dict:
+    """The inverse of `_positions`: the padding rows Hugging Face numbers before the first position, and a
+    zero token-type row (its sums already hold it)."""
+    import numpy as np
+
+    padding = np.zeros((_FIRST_POSITION, table.shape[1]), table.dtype)
+    return {
+        "embeddings.position_embeddings.weight": np.concatenate([padding, table]),
+        "embeddings.token_type_embeddings.weight": np.zeros((1, table.shape[1]), table.dtype),
+    }
+
+
+def _export_config(config: dict) -> dict:
+    positions = config["max_sequence_length"] + _FIRST_POSITION
+    return {**encoder_export_config(config), "max_position_embeddings": positions, "type_vocab_size": 1}
+
+
+def _backbone_config(config: dict) -> dict:
+    return {**encoder_config(config), "max_sequence_length": config["max_position_embeddings"] - _FIRST_POSITION}
+
+
+def _backbone_weights(config: dict) -> list[Weight]:
+    return [
+        Weight("embeddings/token_embedding/embeddings", ("embeddings.word_embeddings.weight",)),
+        Weight(
+            "embeddings/position_embedding/embeddings",
+            ("embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight"),
+            _positions,
+            to_hugging_face=_positions_out,
+        ),
+        *norm("embeddings_layer_norm", "embeddings.LayerNorm"),
+        *encoder_blocks(config["num_hidden_layers"]),
+    ]
+
+
+CHECKPOINT = HuggingFaceCheckpoint(
+    model_types=("roberta",),
+    backbone_config=_backbone_config,
+    backbone_weights=_backbone_weights,
+    export_config=_export_config,
+    task_classes={"mlm": "RobertaForMaskedLM", "classification": "RobertaForSequenceClassification"},
+    tokenizer_class="RobertaTokenizer",
+    special_tokens={
+        "bos_token": "start_token_id",
+        "cls_token": "start_token_id",
+        "eos_token": "end_token_id",
+        "sep_token": "end_token_id",
+        "pad_token": "pad_token_id",
+        "mask_token": "mask_token_id",
+    },
+    heads={
+        "masked-LM head": lambda config: masked_lm_head("lm_head", "dense", "layer_norm"),
+        # RobertaClassificationHead: dense + tanh on <s>, then the output projection.
+        "classifier": lambda config: [
+            *dense("classifier/dense", "classifier.dense"),
+            *dense("classifier/out_proj", "classifier.out_proj"),
+        ],
+    },
+)
 
 
 ARCHITECTURE = Architecture(
@@ -39,5 +102,6 @@ ARCHITECTURE = Architecture(
     ),
     # Hugging Face's ids for these (<s> 0, <pad> 1, </s> 2, <unk> 3); keras-hub's tokenizer needs all but <unk>.
     special_tokens=("<s>", "<pad>", "</s>", "<unk>", "<mask>"),
-    complete_hugging_face_load=fold_token_type_embedding,
+    classifier_hidden_activation="tanh",
+    checkpoint=CHECKPOINT,
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 # keras-hub's transformer blocks (TransformerEncoder, TransformerDecoder) name their projections with these
@@ -50,6 +49,64 @@ class HuggingFaceNames:
     fan_in_fan_out: bool = False
 
 
+def linear(weight, shape):
+    """A torch `Linear` weight (out, in) as a Keras kernel of `shape` (in first; heads split as keras-hub does)."""
+    return weight.T.reshape(shape)
+
+
+def same(tensor, shape):
+    """A tensor stored as Keras stores it (biases, norms, embeddings, GPT-2's Conv1D kernels), reshaped."""
+    return tensor.reshape(shape)
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One Keras variable (by path) and the Hugging Face tensors it is made from: `transform(*tensors, shape)`
+    with NumPy arrays (methods only, so this module imports nothing). Exporting inverts it: a kernel's
+    first `input_dims` axes are its input (attention output projections: heads x head size), `part` is
+    its place among variables that share one tensor (GPT-2's q, k, v in c_attn, joined on the last axis),
+    and `to_hugging_face(value) -> {key: tensor}` replaces all that where the map is not a reshape."""
+
+    path: str
+    keys: tuple[str, ...]
+    transform: Callable = same
+    # A tensor some checkpoints leave out (BERT's pooler after masked-LM training): the variable starts fresh.
+    optional: bool = False
+    input_dims: int = 1
+    part: int | None = None
+    to_hugging_face: Callable | None = None
+
+
+@dataclass(frozen=True)
+class HuggingFaceCheckpoint:
+    """How a `save_pretrained` directory of this architecture maps onto keras-hub's backbone and our heads."""
+
+    # config.json's `model_type` values this architecture reads.
+    model_types: tuple[str, ...]
+    # config.json -> the keras-hub backbone's constructor arguments (vocabulary_size included).
+    backbone_config: Callable[[dict], dict]
+    # config.json -> the backbone's weights, keys below the base model (`HuggingFaceNames.base_model`).
+    backbone_weights: Callable[[dict], list[Weight]]
+    # Head name (as printed) -> config.json -> the head's weights, full keys. A head loads when the task's
+    # model has its variables and the checkpoint its tensors.
+    heads: dict[str, Callable[[dict], list[Weight]]] = field(default_factory=dict)
+    # keras-hub backbone config (get_config()) -> config.json's sizes (model_type, ids and task keys are
+    # added by the exporter).
+    export_config: Callable[[dict], dict] = dict
+    # The transformers class that holds each task's model, and transformers' tokenizer class.
+    task_classes: dict[str, str] = field(default_factory=dict)
+    tokenizer_class: str = ""
+    # transformers' special-token names -> the keras-hub tokenizer's id attribute for each.
+    special_tokens: dict[str, str] = field(default_factory=dict)
+    # config.json's layer-norm epsilon (keras-hub builds each backbone with one fixed value).
+    epsilon_key: str = "layer_norm_eps"
+    # config.json's feed-forward activation key, and its values by whether the GELU is tanh-approximated.
+    activation_key: str = "hidden_act"
+    activations: dict[str, bool] = field(
+        default_factory=lambda: {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
+    )
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
@@ -77,8 +134,11 @@ class Architecture:
     sequence_output: str | None = None
     pooled_output: str | None = None
     causal_lm_class: str | None = None
-    # (backbone, preset directory) -> None: what keras-hub's Hugging Face converter leaves out, put back.
-    complete_hugging_face_load: Callable[[object, Path], None] | None = None
+    # A hidden layer with this activation in the classifier (RoBERTa's head); whether the output has a bias
+    # (GPT-2's `score` has none).
+    classifier_hidden_activation: str | None = None
+    classifier_bias: bool = True
+    checkpoint: HuggingFaceCheckpoint | None = None
     projections: dict[str, str] = field(default_factory=lambda: dict(KERAS_HUB_PROJECTIONS))
     layout: dict[str, tuple] = field(default_factory=lambda: dict(KERAS_HUB_TRANSFORMER_LAYOUT))
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kerasboost.architectures import Architecture, architecture
 from kerasboost.data.cache import cached_sequences, cached_text
+from kerasboost.errors import InputError
 from kerasboost.recipe import DataConfig, ModelConfig
 from kerasboost.rundir import RunDir, preset_directory
 
@@ -36,7 +37,7 @@ def _word_piece_tokenizer(tokenizer_class, model: ModelConfig, data: DataConfig,
     if data.vocabulary:
         tokenizer = tokenizer_class(vocabulary=data.vocabulary, lowercase=data.lowercase)
     elif model.preset:
-        tokenizer = tokenizer_class.from_preset(str(preset_directory(model.preset)))
+        tokenizer = _from_preset(tokenizer_class, preset_directory(model.preset))
     else:
         vocabulary = train_word_piece(documents, data.vocabulary_size, data.lowercase)
         tokenizer = tokenizer_class(vocabulary=vocabulary, lowercase=data.lowercase)
@@ -52,13 +53,31 @@ def _byte_bpe_tokenizer(
     if data.vocabulary:
         tokenizer = _load_bpe(tokenizer_class, Path(data.vocabulary), Path(data.merges))
     elif model.preset:
-        tokenizer = tokenizer_class.from_preset(str(preset_directory(model.preset)))
+        tokenizer = _from_preset(tokenizer_class, preset_directory(model.preset))
     else:
         vocabulary, merges = train_byte_level_bpe(documents, data.vocabulary_size, spec.special_tokens)
         tokenizer = tokenizer_class(vocabulary=vocabulary, merges=merges)
     run.bpe_vocabulary_file.write_text(json.dumps(tokenizer.vocabulary, ensure_ascii=False), encoding="utf-8")
     run.merges_file.write_text("".join(merge + "\n" for merge in tokenizer.merges), encoding="utf-8")
     return tokenizer
+
+
+def _from_preset(tokenizer_class, directory: Path):
+    """The tokenizer of a keras-hub preset, or of a Hugging Face checkpoint directory: its tokenizer.json
+    where it has one (transformers 5's `save_pretrained` writes no vocab.txt, vocab.json or merges.txt,
+    the files keras-hub's converter reads), else those files."""
+    saved = directory / "tokenizer.json"
+    if not saved.is_file() or (directory / "metadata.json").is_file():
+        return tokenizer_class.from_preset(str(directory))
+    model = json.loads(saved.read_text(encoding="utf-8"))["model"]
+    if model["type"] == "WordPiece":
+        normalizer = json.loads(saved.read_text(encoding="utf-8")).get("normalizer") or {}
+        vocabulary = sorted(model["vocab"], key=model["vocab"].get)
+        return tokenizer_class(vocabulary=vocabulary, lowercase=bool(normalizer.get("lowercase", False)))
+    if model["type"] == "BPE":
+        merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in model["merges"]]
+        return tokenizer_class(vocabulary=model["vocab"], merges=merges)
+    raise InputError(f"model.preset: {saved}: a {model['type']} tokenizer; kerasboost reads WordPiece and BPE")
 
 
 def _load_bpe(tokenizer_class, vocabulary: Path, merges: Path):
@@ -108,15 +127,18 @@ def describe_tokenizer(spec: Architecture, tokenizer, run: RunDir) -> str:
     return f"tokenizer: WordPiece, {tokenizer.vocabulary_size()} tokens -> {run.vocabulary_file}"
 
 
-def tokenize(tokenizer, documents: list[str]) -> list:
+def tokenize(tokenizer, documents: list[str], cache: bool = True) -> list:
     """Token ids of each document as NumPy arrays, tokenised in batches by tf.data; kept in the cache
-    (data/cache.py) under the tokenizer's full identity and the documents, so reruns skip tokenising."""
+    (data/cache.py) under the tokenizer's full identity and the documents, so reruns skip tokenising
+    (unless `cache` is False: texts seen once, such as predict's)."""
 
     def encode() -> list:
         dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
         dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
         return list(dataset.as_numpy_iterator())
 
+    if not cache:
+        return encode()
     identity = [
         type(tokenizer).__qualname__,
         keras_hub.__version__,

@@ -43,12 +43,12 @@ def generate(
         keras.ops.convert_to_numpy(generated["token_ids"]), keras.ops.convert_to_numpy(generated["padding_mask"])
     ):
         kept = ids[mask.astype(bool)]
-        results.append((_text(tokenizer, kept), len(kept)))
+        results.append((detokenize(tokenizer, kept), len(kept)))
     return results
 
 
-def _text(tokenizer, ids) -> str:
-    """keras-hub detokenizes to a TF string tensor (bytes) or a str, depending on the backend."""
+def detokenize(tokenizer, ids) -> str:
+    """The text of `ids`: keras-hub detokenizes to a TF string tensor (bytes) or a str, by backend."""
     text = tokenizer.detokenize(ids)
     text = text if isinstance(text, (str, bytes)) else np.asarray(text).item()
     return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text

@@ -9,6 +9,7 @@ import keras
 import keras_hub
 
 from kerasboost.architectures import architecture_of
+from kerasboost.models.block_settings import feed_forward_activation, layer_norm_epsilon
 from kerasboost.models.heads import NextSentenceHead
 
 
@@ -23,6 +24,7 @@ def build_mlm_model(backbone, next_sentence: bool = False) -> keras.Model:
 
     Without NSP the pooler (if the backbone has one) gets no gradient, so it is frozen rather than left to
     AdamW's weight decay.
+    The masked-LM head computes with its backbone's GELU and layer-norm epsilon, as Hugging Face's heads do.
     The heads are float32: under a mixed policy on TensorFlow a bfloat16 MaskedLMHead fails on its
     float32 bias, and float32 logits keep the softmax cross-entropy stable.
     """
@@ -35,7 +37,8 @@ def build_mlm_model(backbone, next_sentence: bool = False) -> keras.Model:
     head = keras_hub.layers.MaskedLMHead(
         vocabulary_size=backbone.vocabulary_size,
         token_embedding=backbone.token_embedding,
-        intermediate_activation="gelu",
+        intermediate_activation=feed_forward_activation(backbone),
+        layer_norm_epsilon=layer_norm_epsilon(backbone),
         kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         dtype="float32",
         name="mlm_head",

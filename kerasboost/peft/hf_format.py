@@ -28,6 +28,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from kerasboost.architectures import architecture_of
+from kerasboost.architectures.spec import Weight, linear
 from kerasboost.errors import InputError
 from kerasboost.peft.inject import PeftReport, adapter_layers, freeze_all_but, projections, quantize_projections
 from kerasboost.peft.lora import attach_lora
@@ -53,12 +54,42 @@ def _fused(backbone) -> tuple[str, ...]:
     return architecture_of(backbone).hugging_face.fused
 
 
-def _key_prefix(backbone) -> str:
-    return PREFIX + architecture_of(backbone).hugging_face.export_prefix
+def _key_prefix(backbone, classifier: bool) -> str:
+    """Where the adapted modules sit in the class exported for: the base model's attribute in
+    *ForSequenceClassification (`bert.`, `roberta.`, `transformer.`), else `export_prefix`."""
+    names = architecture_of(backbone).hugging_face
+    return PREFIX + (f"{names.base_model}." if classifier else names.export_prefix)
 
 
-def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
-    """Writes the model's adapter in Hugging Face PEFT's format (for `PeftModel.from_pretrained`)."""
+def _classifier_weights(backbone) -> list[Weight]:
+    """The classifier's weights as the architecture's *ForSequenceClassification names them (BERT's
+    `classifier`, RoBERTa's `classifier.dense` and `classifier.out_proj`, GPT-2's `score`)."""
+    spec = architecture_of(backbone)
+    return spec.checkpoint.heads["classifier"]({})
+
+
+def _saved_heads(backbone, modules_to_save: list[str]) -> list[list[Weight]]:
+    """The weights of `modules_to_save` as PEFT saves them: the classifier is the one layer PEFT's
+    sequence-classification classes have a counterpart of."""
+    for name in modules_to_save:
+        if name != "classifier":
+            raise InputError(
+                f"peft.modules_to_save: {name!r} has no counterpart in Hugging Face's "
+                f"{architecture_of(backbone).title} classes (export --format adapter keeps it)"
+            )
+    return [_classifier_weights(backbone)] if modules_to_save else []
+
+
+def _to_hugging_face(weight: Weight, value: np.ndarray) -> np.ndarray:
+    """A head's variable as Hugging Face stores it: the inverse of `weight.transform` (a 2-D kernel is
+    transposed back into torch's (out, in))."""
+    return value.T if weight.transform is linear else value
+
+
+def export_peft(model: keras.Model, backbone, directory: Path, modules_to_save: list[str] = ()) -> Path:
+    """Writes the model's adapter in Hugging Face PEFT's format (for `PeftModel.from_pretrained`), with the
+    fully trained `modules_to_save` (PEFT's key of the same name, their tensors beside the adapters). A
+    classifier's adapters are named as in the architecture's *ForSequenceClassification."""
     layers = adapter_layers(model)
     if not layers:
         raise InputError("this model has no adapter to export (the recipe has no peft: section)")
@@ -70,6 +101,9 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
         first.adapter_method == "dora",
     )
     names = {path: name for path, (layer, name) in projections(model).items()}
+    saved = _saved_heads(backbone, list(modules_to_save))
+    classifier = any(variable.path.startswith("classifier/") for variable in model.weights)
+    prefix = _key_prefix(backbone, classifier)
     tensors, rank_pattern, alpha_pattern, modules = {}, {}, {}, set()
     fused: dict[int, dict[str, object]] = {}
     for layer in layers:
@@ -79,7 +113,7 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
             continue
         module = _module(backbone, _block(layer.path), name)
         modules.add(module)
-        key = _key_prefix(backbone) + module
+        key = prefix + module
         tensors[f"{key}.lora_A.weight"] = _numpy(layer.adapter_a).T
         tensors[f"{key}.lora_B.weight"] = _numpy(layer.adapter_b).T
         if dora:
@@ -102,13 +136,17 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
             elif dora:
                 base = _sibling(backbone, block, name)
                 magnitude.append(np.sqrt(np.sum(np.square(_numpy(base._kernel).reshape(hidden, hidden)), axis=0)))
-        key = _key_prefix(backbone) + module
+        key = prefix + module
         tensors[f"{key}.lora_A.weight"] = lora_a
         tensors[f"{key}.lora_B.weight"] = lora_b
         if dora:
             tensors[f"{key}.lora_magnitude_vector"] = np.concatenate(magnitude)
         rank_pattern[module] = rank * len(present)
         alpha_pattern[module] = alpha * (math.sqrt(len(present)) if rslora else len(present))
+    variables = {variable.path: variable for variable in model.weights}
+    for weights in saved:
+        for weight in weights:
+            tensors[PREFIX + weight.keys[0]] = _to_hugging_face(weight, _numpy(variables[weight.path]))
     directory.mkdir(parents=True, exist_ok=True)
     # safetensors writes an array's raw buffer: make every one C-ordered (np.concatenate of transposes is not).
     save_file(
@@ -118,7 +156,7 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
     )
     config = {
         "peft_type": "LORA",
-        "task_type": None,
+        "task_type": "SEQ_CLS" if classifier else None,
         "base_model_name_or_path": None,
         "r": rank,
         "lora_alpha": alpha,
@@ -130,7 +168,7 @@ def export_peft(model: keras.Model, backbone, directory: Path) -> Path:
         "alpha_pattern": {re.escape(k): v for k, v in alpha_pattern.items()},
         "fan_in_fan_out": architecture_of(backbone).hugging_face.fan_in_fan_out,
         "bias": "none",
-        "modules_to_save": None,
+        "modules_to_save": sorted({weight.keys[0].split(".")[0] for weights in saved for weight in weights}) or None,
         "init_lora_weights": True,
         "inference_mode": True,
     }
@@ -201,4 +239,25 @@ def import_peft(model: keras.Model, backbone, directory: Path, settings: PeftCon
             if magnitude is not None:
                 layer.adapter_magnitude.assign(magnitude[rows])
             chosen.append(layer)
-    return freeze_all_but(model, chosen, settings.modules_to_save)
+    return freeze_all_but(model, chosen, [*settings.modules_to_save, *_load_saved_heads(model, backbone, tensors)])
+
+
+def _load_saved_heads(model: keras.Model, backbone, tensors: dict) -> list[str]:
+    """Assigns the `modules_to_save` tensors of a PEFT adapter (full keys under base_model.model.) to the
+    heads of `model` they belong to; returns those heads' layer names, which stay trainable."""
+    variables = {variable.path: variable for variable in model.weights}
+    weights = _classifier_weights(backbone)
+    keys = [PREFIX + weight.keys[0].removesuffix(".weight") for weight in weights]
+    if not any(key in tensors for key in keys):
+        return []
+    if not all(weight.path in variables for weight in weights) or not all(key in tensors for key in keys):
+        raise InputError("peft.adapter: its modules_to_save classifier does not match this task's classifier")
+    for weight, key in zip(weights, keys):
+        variable = variables[weight.path]
+        if tensors[key].size != math.prod(variable.shape):
+            shape = tuple(variable.shape)
+            raise InputError(
+                f"peft.adapter: {key} has shape {tensors[key].shape}; this task's {weight.path} is {shape}"
+            )
+        variable.assign(weight.transform(tensors[key], shape=tuple(variable.shape)))
+    return ["classifier"]

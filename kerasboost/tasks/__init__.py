@@ -6,8 +6,10 @@ never copied per task.
 
 from __future__ import annotations
 
+from kerasboost.architectures import architecture
+from kerasboost.models.hugging_face import is_hugging_face_checkpoint, load_task_weights, open_checkpoint
 from kerasboost.recipe import Recipe
-from kerasboost.rundir import RunDir
+from kerasboost.rundir import RunDir, preset_directory
 from kerasboost.tasks import bert_pretraining, causal_lm, classification, mlm
 from kerasboost.tasks.task import Task
 
@@ -20,8 +22,13 @@ _BUILDERS = {
 
 
 def prepare_task(recipe: Recipe, run: RunDir, train_docs, validation_docs, report) -> Task:
-    """Tokenises the documents and builds the model for `recipe.task`."""
-    return _BUILDERS[recipe.task](recipe, run, train_docs, validation_docs, report)
+    """Tokenises the documents and builds the model for `recipe.task`; from a Hugging Face checkpoint,
+    with every head of it that the task has (the summary says which)."""
+    task = _BUILDERS[recipe.task](recipe, run, train_docs, validation_docs, report)
+    preset = preset_directory(recipe.model.preset) if recipe.model.preset else None
+    if preset is not None and is_hugging_face_checkpoint(preset):
+        task.summary += load_task_weights(task.model, open_checkpoint(preset, architecture(recipe.model.backbone)))
+    return task
 
 
 def needs_labels(recipe: Recipe) -> bool:

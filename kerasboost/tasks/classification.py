@@ -45,13 +45,7 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         )
         examples[split] = {**encoded, "label": np.array([index[doc.label] for doc in documents], dtype=np.int32)}
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
-    model = build_classifier(
-        backbone,
-        len(names),
-        recipe.model.classifier_dropout,
-        uses_segments=spec.segments,
-        pooling=spec.classifier_pooling,
-    )
+    model = build_classifier(backbone, len(names), recipe.model.classifier_dropout)
     counts = np.bincount(examples["validation"]["label"], minlength=len(names))
     summary = [
         describe_data(report, train_docs, validation_docs, len(train_docs), len(validation_docs), "texts"),

@@ -26,8 +26,6 @@ def test_gpt2_classifier_reads_the_last_real_token():
         build_backbone(ModelConfig(backbone="gpt2", config=CONFIG), 100),
         3,
         0.0,
-        uses_segments=False,
-        pooling="last_token",
     )
     short, long = padded([5, 6, 7], 6), padded([5, 6, 7], 12)
     np.testing.assert_allclose(
@@ -41,9 +39,7 @@ def test_gpt2_classifier_reads_the_last_real_token():
 
 def test_bert_classifier_outputs_float32_logits_per_class():
     keras.utils.set_random_seed(0)
-    model = build_classifier(
-        build_backbone(ModelConfig(config=CONFIG), 100), 4, 0.1, uses_segments=True, pooling="pooled"
-    )
+    model = build_classifier(build_backbone(ModelConfig(config=CONFIG), 100), 4, 0.1)
     x = padded([2, 5, 6, 3], 8)
     x["segment_ids"] = np.zeros_like(x["token_ids"])
     logits = model(x)

@@ -37,7 +37,7 @@ def test_bert_mlm_counts_the_pooler_once_per_sequence_and_the_head_at_the_masked
 def test_bert_classifier_counts_the_pooler_and_the_head_once_per_sequence_and_no_vocabulary():
     backbone = _backbone(tiny_bert_mlm(0.0, vocabulary=VOCABULARY, sequence=SEQUENCE))
     backbone.get_layer("pooled_dense").trainable = True
-    model = build_classifier(backbone, num_classes=3, dropout=0.0, uses_segments=True, pooling="pooled")
+    model = build_classifier(backbone, num_classes=3, dropout=0.0)
     expected = PER_POSITION + 6 * (POOLER + HIDDEN * 3 + 3) / SEQUENCE + SCORES_AND_VALUES
     assert flops_per_token(_task(model, backbone, logits_per_token=0.0)) == expected
 

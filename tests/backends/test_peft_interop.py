@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
+from kerasboost.architectures import architecture_of
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.causal_lm import build_causal_lm_model
 from kerasboost.peft.hf_format import export_peft, import_peft
@@ -142,3 +145,48 @@ def test_peft_adapter_runs_here(tmp_path, kind, method):
     # BERT and RoBERTa: 5 modules a block ("output.dense" is the attention's and the block's); GPT-2: c_attn is q, k, v
     assert len(report.wrapped) == (12 if kind == "gpt2" else 10)
     np.testing.assert_allclose(our_output(model, kind), theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
+def test_modules_to_save_travel_with_the_adapter(tmp_path, kind):
+    """A LoRA classifier run's trained head (`peft.modules_to_save: [classifier]`) is in the PEFT export
+    under PEFT's own names, so *ForSequenceClassification + PeftModel gives our logits; and it imports back."""
+    classes = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification"}
+    config = hf_model(kind, tmp_path / "config").config
+    config.num_labels, config.pad_token_id = 3, config.pad_token_id or 0
+    torch.manual_seed(0)
+    hf = getattr(transformers, classes.get(kind, "GPT2ForSequenceClassification"))(config).eval()
+    hf.save_pretrained(tmp_path / "base")
+
+    def classifier():
+        from kerasboost.models.classifier import build_classifier
+        from kerasboost.models.hugging_face import load_task_weights, open_checkpoint
+
+        backbone = build_backbone(ModelConfig(backbone=kind, preset=str(tmp_path / "base")), VOCAB)
+        model = build_classifier(backbone, 3, 0.0)
+        load_task_weights(model, open_checkpoint(tmp_path / "base", architecture_of(backbone)))
+        return backbone, model
+
+    backbone, model = classifier()
+    settings = PeftConfig(rank=4, alpha=8, targets=["query", "value"], modules_to_save=["classifier"])
+    apply_peft(model, settings, seed=0)
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_weights:  # trained-looking adapters and head
+        variable.assign(keras.ops.convert_to_numpy(variable) + rng.normal(0, 0.05, variable.shape).astype("float32"))
+    x = {"token_ids": IDS, "padding_mask": np.ones_like(IDS)}
+    if kind == "bert":
+        x["segment_ids"] = np.zeros_like(IDS)
+    ours = keras.ops.convert_to_numpy(model(x))
+    export_peft(model, backbone, tmp_path / "adapter", ["classifier"])
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["modules_to_save"] == [
+        "score" if kind == "gpt2" else "classifier"
+    ]
+    adapted = peft.PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        theirs = adapted(input_ids=torch.tensor(IDS, dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+    base, again = classifier()
+    report = import_peft(again, base, tmp_path / "adapter", settings, seed=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), ours, atol=1e-4)
+    assert {v.path.split("/")[0] for v in again.trainable_weights} >= {"classifier"}, report

@@ -1,4 +1,4 @@
-"""Backbones from local directories: a Hugging Face checkpoint (converted by keras-hub) and a keras-hub preset."""
+"""Backbones and tokenizers from local directories: a Hugging Face checkpoint and a keras-hub preset."""
 
 from __future__ import annotations
 
@@ -63,6 +63,37 @@ def test_hugging_face_checkpoint_directory_matches_transformers(tmp_path):
         ).last_hidden_state.numpy()
     real = x["padding_mask"][0] == 1
     np.testing.assert_allclose(ours[:, real], theirs[:, real], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_a_tokenizer_saved_by_transformers_gives_its_ids(tmp_path, kind):
+    """transformers 5's save_pretrained writes tokenizer.json alone (no vocab.txt, vocab.json or merges.txt)."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import ByteLevelBPETokenizer
+
+    text = ["the model returns a list of values", "and the items of the list", "values, models and lists"] * 20
+    if kind == "bert":
+        (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+        hf = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    else:
+        trainer = ByteLevelBPETokenizer()
+        special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        trainer.train_from_iterator(text, vocab_size=300, min_frequency=1, special_tokens=special, show_progress=False)
+        hf = transformers.RobertaTokenizerFast(
+            tokenizer_object=trainer._tokenizer,
+            **dict(zip(("bos_token", "pad_token", "eos_token", "unk_token", "mask_token"), special)),
+        )
+    hf.save_pretrained(tmp_path / "checkpoint")
+    assert not {"vocab.txt", "vocab.json", "merges.txt"} & {p.name for p in (tmp_path / "checkpoint").iterdir()}
+    (tmp_path / "checkpoint" / "config.json").write_text(json.dumps({"model_type": kind}))
+    run = tmp_path / "run"
+    run.mkdir()
+    model = ModelConfig(backbone=kind, preset=str(tmp_path / "checkpoint"))
+    tokenizer = build_tokenizer(model, Recipe().data, [], RunDir(run))
+    assert tokenizer.vocabulary_size() == len(hf)
+    for sentence in ("The model returns values", "lists of items, and models"):
+        ours = keras.ops.convert_to_numpy(tokenizer(sentence)).tolist()
+        assert ours == hf(sentence, add_special_tokens=False)["input_ids"], sentence
 
 
 def test_keras_hub_preset_directory_round_trip(tmp_path):

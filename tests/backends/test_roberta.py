@@ -41,7 +41,7 @@ def test_masked_lm_learns_without_segment_ids():
 
 
 def test_classifier_on_the_first_token_learns():
-    model = build_classifier(roberta(), 2, 0.0, uses_segments=False, pooling="first_token")
+    model = build_classifier(roberta(), 2, 0.0)
     rng = np.random.default_rng(0)
     ids = rng.integers(5, VOCAB, (16, 12)).astype("int32")
     ids[:, 0] = 0  # <s>, whose vector the head reads; the label is carried by a later token

@@ -120,8 +120,10 @@ def test_eval_prints_the_documented_metrics(runs):
     assert set(values) == {"loss", "accuracy", "precision", "recall", "macro_f1"}
     final = metrics(classify)[-1]
     assert values["accuracy"] == pytest.approx(final["val_accuracy"], abs=1e-6)
-    table = kerasboost("eval", str(classify / "recipe.yaml"), "--from", str(classify), backend=backend)
+    # The run directory alone: its recipe.yaml and newest checkpoint.
+    table = kerasboost("eval", str(classify), backend=backend)
     assert table.returncode == 0 and all(f"\n{name} " in "\n" + table.stdout for name in values), table.stdout
+    assert f"accuracy {values['accuracy']:.4f}" in " ".join(table.stdout.split()), table.stdout
 
 
 def test_eval_on_another_file(runs):
@@ -153,6 +155,85 @@ def test_eval_with_a_wrong_label_column_is_a_one_line_error(runs):
     assert process.stderr.strip().splitlines() == [
         f"error: {data}: no column 'topic' (data.label_field); found: text, label"
     ]
+
+
+def test_predict_labels_texts_as_eval_scores_them(runs, tmp_path):
+    """predict encodes texts as training did: its labels on a file give eval's accuracy on that file."""
+    backend, _, classify, data = runs
+    out = tmp_path / "labels.jsonl"
+    process = kerasboost(
+        "predict", str(classify), "--input", str(data), "--output", str(out), "--batch-size", "7", backend=backend
+    )
+    assert process.returncode == 0, explain(process)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    truth = [line.rsplit(",", 1)[1] for line in data.read_text().splitlines()[1:]]
+    assert len(rows) == len(truth) and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+    assert all(r["label"] == max(r["probabilities"], key=r["probabilities"].get) for r in rows)
+    evaluated = kerasboost("eval", str(classify), "--data", str(data), "--json", backend=backend)
+    accuracy = json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"]
+    assert sum(r["label"] == t for r, t in zip(rows, truth)) / len(rows) == pytest.approx(accuracy, abs=1e-6)
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    refused = kerasboost("predict", str(classify), "--input", str(empty), "--output", str(tmp_path / "x.jsonl"))
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"error: --input: no documents found in {empty}"
+    ]
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+TRANSFORMERS_PROBABILITIES = """
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+texts = json.loads(sys.argv[2])
+with torch.no_grad():
+    logits = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
+print(json.dumps({"labels": [model.config.id2label[i] for i in range(logits.shape[1])],
+                  "probabilities": torch.softmax(logits, -1).tolist()}))
+"""
+
+
+def test_export_to_transformers_predicts_as_kerasboost_does(runs, tmp_path):
+    backend, _, classify, _ = runs
+    out = tmp_path / "hf"
+    exported = kerasboost("export", str(classify), "--format", "transformers", "--out", str(out), backend=backend)
+    assert exported.returncode == 0, explain(exported)
+    texts = ["socket server port connection of the", "read the file path and name", "round the float value"]
+    ours = kerasboost("predict", str(classify), *[a for t in texts for a in ("--text", t)], backend=backend)
+    assert ours.returncode == 0, explain(ours)
+    rows = [json.loads(line) for line in ours.stdout.strip().splitlines()]
+    hf = python(TRANSFORMERS_PROBABILITIES, backend, str(out), json.dumps(texts))
+    assert hf.returncode == 0, explain(hf)
+    theirs = json.loads(hf.stdout.strip().splitlines()[-1])
+    assert theirs["labels"] == sorted(TOPIC_WORDS)
+    for row, probabilities in zip(rows, theirs["probabilities"]):
+        assert [row["probabilities"][name] for name in theirs["labels"]] == pytest.approx(probabilities, abs=1e-4)
+
+
+def test_predict_fills_masks_from_a_pretraining_run(runs):
+    backend, pretrain, _, _ = runs
+    process = kerasboost(
+        "predict",
+        str(pretrain),
+        "--text",
+        "the [MASK] of the file",
+        "--text",
+        "[MASK] value",
+        "--top-k",
+        "3",
+        backend=backend,
+    )
+    assert process.returncode == 0, explain(process)
+    rows = [json.loads(line) for line in process.stdout.strip().splitlines()]
+    assert [len(r["fills"]) for r in rows] == [1, 1] and all(len(r["fills"][0]) == 3 for r in rows)
+    probabilities = [fill["probability"] for fill in rows[0]["fills"][0]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+    assert "[MASK]" not in rows[0]["filled"] and rows[0]["fills"][0][0]["token"] in rows[0]["filled"]
+    unmasked = kerasboost("predict", str(pretrain), "--text", "no mask here", backend=backend)
+    assert unmasked.returncode == 2 and "text 1 has no [MASK] to fill" in unmasked.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -189,4 +270,9 @@ def test_causal_lm_learns_and_generates_the_requested_length(backend, tmp_path):
     assert {g["strategy"] for g in generations} == {"greedy", "top_k", "top_p"}
     assert len(generations) == 6 and all(g["tokens"] == 12 and g["text"].startswith(g["prompt"]) for g in generations)
     assert "[greedy]" in process.stdout
+    # The same continuation from the trained run, later: generate (predict's alias for causal LMs).
+    greedy = next(g for g in generations if g["strategy"] == "greedy")
+    again = kerasboost("generate", str(run), "--prompt", greedy["prompt"], "--max-length", "12", backend=backend)
+    assert again.returncode == 0, explain(again)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["text"] == greedy["text"]
     assert (run / "vocabulary.json").is_file() and (run / "merges.txt").is_file()
