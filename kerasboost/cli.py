@@ -317,12 +317,13 @@ def _predict(run_dir, input_file, texts, output, batch_size, top_k, sampling, ba
 @click.option(
     "--format",
     "form",
-    type=click.Choice(["preset", "base", "adapter", "peft", "transformers"]),
+    type=click.Choice(["preset", "base", "adapter", "peft", "transformers", "saved_model"]),
     default="preset",
     show_default=True,
     help="preset: the trained model as a keras-hub preset (adapters merged in); base: the frozen base "
     "an adapter run trained on; adapter: our adapter files; peft: Hugging Face PEFT adapter files; "
-    "transformers: the trained model as transformers' class for the task (AutoModelFor...from_pretrained).",
+    "transformers: the trained model as transformers' class for the task (AutoModelFor...from_pretrained); "
+    "saved_model: a TensorFlow SavedModel for TF Serving (endpoint serve: token ids -> the task's logits).",
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-FORMAT).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
@@ -346,7 +347,13 @@ def _export(run_dir: str, form: str, out: str | None, backend: str | None) -> Pa
     recipe_file = Path(run_dir) / "recipe.yaml"
     if not recipe_file.is_file():
         raise InputError(f"{run_dir}: not a run directory (no recipe.yaml)")
-    select_backend(resolve_backend(backend, load_recipe(recipe_file).backend))
+    chosen = resolve_backend(backend, load_recipe(recipe_file).backend)
+    if form == "saved_model" and chosen != "tensorflow":
+        raise InputError(
+            f"--format saved_model: Keras exports SavedModels of these models from the tensorflow backend, not "
+            f"{chosen}; add --backend tensorflow (the run's checkpoints load on any backend)"
+        )
+    select_backend(chosen)
     from kerasboost.runner import export_run
 
     return export_run(run_dir, form, out)

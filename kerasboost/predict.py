@@ -102,9 +102,15 @@ def _encoded(trained: TrainedRun, token_ids: list) -> dict[str, np.ndarray]:
     return x
 
 
+def model_inputs(trained: TrainedRun, texts: list[str]) -> dict[str, np.ndarray]:
+    """`texts` as a classifier's model inputs (token_ids, padding_mask[, segment_ids]): what an exported
+    SavedModel's `serve` takes."""
+    return _encoded(trained, tokenize(trained.task.tokenizer, texts, cache=False))
+
+
 def _classify(trained: TrainedRun, texts: list[str]) -> Iterator[dict]:
     names = json.loads(trained.run_dir.labels_file.read_text(encoding="utf-8"))
-    x = _encoded(trained, tokenize(trained.task.tokenizer, texts, cache=False))
+    x = model_inputs(trained, texts)
     logits = keras.ops.convert_to_numpy(trained.task.model(x, training=False))
     probabilities = _softmax(logits.astype("float64"))
     for text, row in zip(texts, probabilities):

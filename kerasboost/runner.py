@@ -27,7 +27,7 @@ from kerasboost.export import export_preset, merged_backbone, plain_backbone
 from kerasboost.models.dropout import pack_dropouts
 from kerasboost.models.flat_einsum import use_flat_einsums
 from kerasboost.models.fused_gelu import fuse_gelus
-from kerasboost.models.hugging_face import save_checkpoint
+from kerasboost.models.hugging_face import save_pretrained
 from kerasboost.models.layer_norm import use_closed_form_layer_norms
 from kerasboost.models.masked_softmax import use_additive_masks
 from kerasboost.peft.adapter import load_adapter, save_adapter
@@ -246,7 +246,9 @@ def export_run(run: str, form: str, out: str | None) -> Path:
     """`kerasboost export --format FORM` and `kerasboost merge` (`form` "merge": the preset of a run that
     has adapters). A "preset" is always the trained model (adapters merged in) as keras-hub loads it; the
     "base" is the frozen model an adapter run trained on; "adapter" and "peft" hold the adapters alone;
-    "transformers" is the trained model (adapters merged in) as transformers' class for the task."""
+    "transformers" is the trained model (adapters merged in) as transformers' class for the task;
+    "saved_model" the task's model as a TensorFlow SavedModel (Keras `model.export`; the CLI refuses it off
+    the tensorflow backend, where these models do not export)."""
     trained = load_trained(run)
     task, run_dir, recipe = trained.task, trained.run_dir, trained.recipe
     directory = Path(out) if out else run_dir.root / ("export-merged" if form == "merge" else f"export-{form}")
@@ -259,10 +261,13 @@ def export_run(run: str, form: str, out: str | None) -> Path:
         return export_peft(task.model, task.backbone, directory, recipe.peft.modules_to_save if recipe.peft else [])
     if form == "base":
         return export_preset(plain_backbone(task.backbone, merge=False), task.tokenizer, directory)
+    if form == "saved_model":
+        task.model.export(str(directory), format="tf_saved_model", verbose=False)
+        return directory
     if form == "transformers":
         labels = json.loads(run_dir.labels_file.read_text(encoding="utf-8")) if run_dir.labels_file.is_file() else None
         merged = merged_backbone(task.backbone)
-        return save_checkpoint(task.model, merged, task.tokenizer, recipe.task, labels, directory)
+        return save_pretrained(task.model, merged, task.tokenizer, recipe.task, labels, directory)
     return export_preset(task.backbone, task.tokenizer, directory)
 
 

@@ -42,7 +42,7 @@ def build(directory: Path, size: dict) -> None:
     from kerasboost.data.tokenizer import train_byte_level_bpe
     from kerasboost.models.backbone import build_backbone
     from kerasboost.models.causal_lm import build_causal_lm_model
-    from kerasboost.models.hugging_face import save_checkpoint
+    from kerasboost.models.hugging_face import save_pretrained
     from kerasboost.recipe import ModelConfig
 
     spec = architecture("gpt2")
@@ -58,7 +58,7 @@ def build(directory: Path, size: dict) -> None:
         max_sequence_length=size["positions"],
     )
     backbone = build_backbone(ModelConfig(backbone="gpt2", config=config), tokenizer.vocabulary_size())
-    save_checkpoint(build_causal_lm_model(backbone), backbone, tokenizer, "causal_lm", None, directory)
+    save_pretrained(build_causal_lm_model(backbone), backbone, tokenizer, "causal_lm", None, directory)
 
 
 def measure_kerasboost(directory: Path, backend: str, batch: int, new_tokens: int, repeats: int) -> dict:

@@ -193,7 +193,7 @@ def _use_epsilon(model, checkpoint: Checkpoint) -> None:
         use_layer_norm_epsilon(model, epsilon)
 
 
-def save_checkpoint(
+def save_pretrained(
     model: keras.Model, backbone, tokenizer, task: str, labels: list[str] | None, directory: Path
 ) -> Path:
     """Writes `model` as transformers' class for `task` (config.json with `architectures`, id2label for

@@ -232,7 +232,7 @@ AUTO_CLASSES = {
     ],
 )
 def test_export_to_transformers_gives_our_logits_and_token_ids(tmp_path, kind, task):
-    from kerasboost.models.hugging_face import save_checkpoint
+    from kerasboost.models.hugging_face import save_pretrained
 
     tokenizer = tokenizer_for(kind)
     config = dict(num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=40, dropout=0.0, max_sequence_length=20)
@@ -249,7 +249,7 @@ def test_export_to_transformers_gives_our_logits_and_token_ids(tmp_path, kind, t
     rng = np.random.default_rng(0)
     for variable in model.weights:  # trained-looking: no zero bias or unit norm left
         variable.assign(keras.ops.convert_to_numpy(variable) + rng.normal(0, 0.05, variable.shape).astype("float32"))
-    save_checkpoint(model, backbone, tokenizer, task, labels, tmp_path)
+    save_pretrained(model, backbone, tokenizer, task, labels, tmp_path)
 
     hf = getattr(transformers, AUTO_CLASSES[task]).from_pretrained(str(tmp_path)).eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))

@@ -213,6 +213,49 @@ def test_export_to_transformers_predicts_as_kerasboost_does(runs, tmp_path):
         assert [row["probabilities"][name] for name in theirs["labels"]] == pytest.approx(probabilities, abs=1e-4)
 
 
+SAVED_MODEL_LOGITS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])  # held: its variables live as long as the loaded object
+inputs = {key: tf.constant(np.array(value, dtype="int32")) for key, value in json.loads(sys.argv[2]).items()}
+print(json.dumps(tf.nn.softmax(model.serve(inputs), -1).numpy().tolist()))
+"""
+
+
+def test_saved_model_serves_the_classifier_and_other_backends_say_which_exports(runs, tmp_path):
+    backend, _, classify, _ = runs
+    out = tmp_path / "saved"
+    exported = kerasboost("export", str(classify), "--format", "saved_model", "--out", str(out), backend=backend)
+    if backend != "tensorflow":
+        assert exported.returncode == 2 and exported.stderr.strip().splitlines() == [
+            f"error: --format saved_model: Keras exports SavedModels of these models from the tensorflow backend, "
+            f"not {backend}; add --backend tensorflow (the run's checkpoints load on any backend)"
+        ]
+        return
+    assert exported.returncode == 0, explain(exported)
+    text = "socket server port connection of the"
+    ours = json.loads(kerasboost("predict", str(classify), "--text", text, backend=backend).stdout.splitlines()[-1])
+    encoded = python(ENCODE, backend, str(classify), text)
+    assert encoded.returncode == 0, explain(encoded)
+    served = python(SAVED_MODEL_LOGITS, backend, str(out), encoded.stdout.strip().splitlines()[-1])
+    assert served.returncode == 0, explain(served)
+    names = json.loads((classify / "labels.json").read_text())
+    probabilities = json.loads(served.stdout.strip().splitlines()[-1])[0]
+    assert probabilities == pytest.approx([ours["probabilities"][name] for name in names], abs=1e-5)
+
+
+ENCODE = """
+import json, sys
+from kerasboost.backend import select_backend
+select_backend("tensorflow")
+from kerasboost.predict import model_inputs
+from kerasboost.runner import load_trained
+x = model_inputs(load_trained(sys.argv[1]), [sys.argv[2]])
+print(json.dumps({key: value.tolist() for key, value in x.items()}))
+"""
+
+
 def test_predict_fills_masks_from_a_pretraining_run(runs):
     backend, pretrain, _, _ = runs
     process = kerasboost(
