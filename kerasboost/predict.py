@@ -78,10 +78,14 @@ def write_jsonl(records: Iterator[dict], output: str | None) -> int:
     target = Path(output)
     partial = target.with_name(target.name + ".partial")
     count = 0
-    with partial.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(target)
     return count
 

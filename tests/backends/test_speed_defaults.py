@@ -71,7 +71,7 @@ def test_kernels_keras_keeps_every_layer_and_the_optimizer_keras_own(kernels):
         return
     expected = {
         "dropout layers use PackedDropout": 7,
-        "GELUs run as XLA kernels": 2,
+        "GELUs run as XLA kernels": 3,  # two feed-forward layers and the MLM head's
         "layer norms use a closed-form gradient": 6,
         "attention projections run as one matmul": 8,
         "attention softmaxes add their mask": 2,
