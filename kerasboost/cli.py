@@ -197,9 +197,7 @@ def evaluate(
 
     recipe = target
     if Path(target).is_dir():
-        recipe = str(Path(target) / "recipe.yaml")
-        if not Path(recipe).is_file():
-            raise InputError(f"{target}: not a run directory (no recipe.yaml)")
+        recipe = str(_run_recipe_file(target))
         source = source or target
     if source is None:
         raise InputError(f"--from: give the run or preset directory to evaluate with {target}")
@@ -292,10 +290,7 @@ def generate(
 def _predict(run_dir, input_file, texts, output, batch_size, top_k, sampling, backend, only: str | None = None):
     from kerasboost.backend import resolve_backend, select_backend
 
-    recipe_file = Path(run_dir) / "recipe.yaml"
-    if not recipe_file.is_file():
-        raise InputError(f"{run_dir}: not a run directory (no recipe.yaml)")
-    recipe = load_recipe(recipe_file)
+    recipe = load_recipe(_run_recipe_file(run_dir))
     if only is not None and recipe.task != only:
         raise InputError(f"{run_dir}: a {recipe.task} run; generate continues causal_lm runs (use predict)")
     select_backend(resolve_backend(backend, recipe.backend))
@@ -341,13 +336,18 @@ def merge(run_dir: str, out: str | None, backend: str | None) -> None:
     click.echo(f"merged preset: {_export(run_dir, 'merge', out, backend)}")
 
 
-def _export(run_dir: str, form: str, out: str | None, backend: str | None) -> Path:
-    from kerasboost.backend import resolve_backend, select_backend
-
+def _run_recipe_file(run_dir: str) -> Path:
+    """The recipe.yaml of a run directory, or a one-line error saying `run_dir` is not one."""
     recipe_file = Path(run_dir) / "recipe.yaml"
     if not recipe_file.is_file():
         raise InputError(f"{run_dir}: not a run directory (no recipe.yaml)")
-    chosen = resolve_backend(backend, load_recipe(recipe_file).backend)
+    return recipe_file
+
+
+def _export(run_dir: str, form: str, out: str | None, backend: str | None) -> Path:
+    from kerasboost.backend import resolve_backend, select_backend
+
+    chosen = resolve_backend(backend, load_recipe(_run_recipe_file(run_dir)).backend)
     if form == "saved_model" and chosen != "tensorflow":
         raise InputError(
             f"--format saved_model: Keras exports SavedModels of these models from the tensorflow backend, not "

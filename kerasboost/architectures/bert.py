@@ -1,6 +1,6 @@
 """BERT (keras-hub `BertBackbone`, WordPiece): an encoder with segment ids and a pooled [CLS] vector."""
 
-from kerasboost.architectures.spec import Architecture, HuggingFaceCheckpoint, HuggingFaceNames, Weight, linear
+from kerasboost.architectures.spec import Architecture, HuggingFaceCheckpoint, HuggingFaceNames, Weight, dense, norm
 
 # Hugging Face module names below a block (encoder.layer.N.), by target; RoBERTa's are the same.
 HUGGING_FACE_MODULES = {
@@ -11,18 +11,6 @@ HUGGING_FACE_MODULES = {
     "intermediate": "intermediate.dense",
     "output": "output.dense",
 }
-
-
-def dense(path: str, key: str, optional: bool = False, input_dims: int = 1) -> list[Weight]:
-    """A keras Dense / EinsumDense kernel and bias from a torch Linear `key`."""
-    return [
-        Weight(f"{path}/kernel", (f"{key}.weight",), linear, optional, input_dims),
-        Weight(f"{path}/bias", (f"{key}.bias",), optional=optional),
-    ]
-
-
-def norm(path: str, key: str) -> list[Weight]:
-    return [Weight(f"{path}/gamma", (f"{key}.weight",)), Weight(f"{path}/beta", (f"{key}.bias",))]
 
 
 def encoder_blocks(num_layers: int) -> list[Weight]:

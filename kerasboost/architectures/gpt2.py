@@ -3,7 +3,16 @@
 Hugging Face's GPT-2 fuses query, key and value into one Conv1D `c_attn` (weights stored (in, out)).
 """
 
-from kerasboost.architectures.spec import Architecture, HuggingFaceCheckpoint, HuggingFaceNames, Weight, linear
+from kerasboost.architectures.spec import (
+    Architecture,
+    HuggingFaceCheckpoint,
+    HuggingFaceNames,
+    Weight,
+    dense,
+    linear,
+    norm,
+    same,
+)
 
 _MODULES = {
     "query": "attn.c_attn",
@@ -23,17 +32,6 @@ def _third(index: int):
         return tensor[..., index * width : (index + 1) * width].reshape(shape)
 
     return split
-
-
-def _conv1d(path: str, key: str, input_dims: int = 1) -> list[Weight]:
-    return [
-        Weight(f"{path}/kernel", (f"{key}.weight",), input_dims=input_dims),
-        Weight(f"{path}/bias", (f"{key}.bias",)),
-    ]
-
-
-def _norm(path: str, key: str) -> list[Weight]:
-    return [Weight(f"{path}/gamma", (f"{key}.weight",)), Weight(f"{path}/beta", (f"{key}.bias",))]
 
 
 def _backbone_config(config: dict) -> dict:
@@ -70,18 +68,18 @@ def _backbone_weights(config: dict) -> list[Weight]:
     ]
     for block in range(config["n_layer"]):
         ours, theirs = f"transformer_layer_{block}/", f"h.{block}."
-        weights += _norm(ours + "self_attention_layer_norm", theirs + "ln_1")
+        weights += norm(ours + "self_attention_layer_norm", theirs + "ln_1")
         for index, target in enumerate(("query", "key", "value")):
             kernel, bias = f"{ours}self_attention/{target}/kernel", f"{ours}self_attention/{target}/bias"
             weights += [
                 Weight(kernel, (theirs + "attn.c_attn.weight",), _third(index), part=index),
                 Weight(bias, (theirs + "attn.c_attn.bias",), _third(index), part=index),
             ]
-        weights += _conv1d(ours + "self_attention/attention_output", theirs + "attn.c_proj", input_dims=2)
-        weights += _norm(ours + "feedforward_layer_norm", theirs + "ln_2")
-        weights += _conv1d(ours + "feedforward_intermediate_dense", theirs + "mlp.c_fc")
-        weights += _conv1d(ours + "feedforward_output_dense", theirs + "mlp.c_proj")
-    return [*weights, *_norm("layer_norm", "ln_f")]
+        weights += dense(ours + "self_attention/attention_output", theirs + "attn.c_proj", same, input_dims=2)
+        weights += norm(ours + "feedforward_layer_norm", theirs + "ln_2")
+        weights += dense(ours + "feedforward_intermediate_dense", theirs + "mlp.c_fc", same)
+        weights += dense(ours + "feedforward_output_dense", theirs + "mlp.c_proj", same)
+    return [*weights, *norm("layer_norm", "ln_f")]
 
 
 CHECKPOINT = HuggingFaceCheckpoint(

@@ -4,14 +4,12 @@ under `roberta.` in RobertaForMaskedLM and RobertaForSequenceClassification, the
 
 from kerasboost.architectures.bert import (
     HUGGING_FACE_MODULES,
-    dense,
     encoder_blocks,
     encoder_config,
     encoder_export_config,
     masked_lm_head,
-    norm,
 )
-from kerasboost.architectures.spec import Architecture, HuggingFaceCheckpoint, HuggingFaceNames, Weight
+from kerasboost.architectures.spec import Architecture, HuggingFaceCheckpoint, HuggingFaceNames, Weight, dense, norm
 
 # Hugging Face's RoBERTa numbers positions from padding_idx + 1 = 2.
 _FIRST_POSITION = 2

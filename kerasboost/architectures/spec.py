@@ -77,6 +77,22 @@ class Weight:
     to_hugging_face: Callable | None = None
 
 
+def dense(
+    path: str, key: str, transform: Callable = linear, optional: bool = False, input_dims: int = 1
+) -> list[Weight]:
+    """A keras Dense / EinsumDense kernel and bias from the module `key` (a torch Linear by default;
+    `transform=same` for GPT-2's Conv1D, stored (in, out))."""
+    return [
+        Weight(f"{path}/kernel", (f"{key}.weight",), transform, optional, input_dims),
+        Weight(f"{path}/bias", (f"{key}.bias",), optional=optional),
+    ]
+
+
+def norm(path: str, key: str) -> list[Weight]:
+    """A keras LayerNormalization from a torch LayerNorm `key`."""
+    return [Weight(f"{path}/gamma", (f"{key}.weight",)), Weight(f"{path}/beta", (f"{key}.bias",))]
+
+
 @dataclass(frozen=True)
 class HuggingFaceCheckpoint:
     """How a `save_pretrained` directory of this architecture maps onto keras-hub's backbone and our heads."""
