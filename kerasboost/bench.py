@@ -25,13 +25,12 @@ import numpy as np
 
 from kerasboost.backend import peak_memory_mib, use_precision
 from kerasboost.data.pipeline import training_batches
-from kerasboost.data.sources import read_splits
+from kerasboost.data.prepare import prepare_data
 from kerasboost.distribute import Distributed
 from kerasboost.profiling import profile_trace
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.runner import build_task
-from kerasboost.tasks import needs_labels
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
 from kerasboost.train.logging import MicroBatchCounter
 
@@ -63,15 +62,12 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = No
     """Trains `steps` optimizer steps of `recipe` and returns the measurements (see the module docstring);
     with `profile`, also a profiler trace written there and the `top` operations by time."""
     precision = use_precision(recipe.train.precision)
-    documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))
     config = recipe.train
     with tempfile.TemporaryDirectory(prefix="kerasboost-bench-") as scratch:
-        task, _ = build_task(recipe, RunDir(Path(scratch)), documents, Distributed())
-        batches = task.batches
+        run_dir = RunDir(Path(scratch))
+        task, _ = build_task(recipe, run_dir, prepare_data(recipe, run_dir), Distributed())
         micro_batch = config.batch_size // config.gradient_accumulation
-        dataset = training_batches(
-            batches.train, batches.transform, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation
-        )
+        dataset = training_batches(task.batches, micro_batch, recipe.seed, 0, steps * config.gradient_accumulation)
         micro_batches = steps * config.gradient_accumulation
         executed = task.model.steps_per_execution
         skipped = math.ceil(warmup * config.gradient_accumulation / executed)
@@ -83,7 +79,7 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = No
             if profile
             else {}
         )
-    tokens_per_second = config.batch_size * batches.tokens_per_example / steady
+    tokens_per_second = config.batch_size * task.batches.tokens_per_example / steady
     speed = Speed(flops_per_token(task), matmul_peak(compute_dtype(), size=2048))
     model = task.model
     return {
@@ -91,7 +87,7 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = No
         "precision": precision.policy,
         "steps": steps,
         "batch_size": config.batch_size,
-        "sequence_length": batches.tokens_per_example,
+        "sequence_length": task.batches.tokens_per_example,
         "vocabulary_size": int(task.backbone.vocabulary_size),
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
@@ -101,7 +97,7 @@ def benchmark(recipe: Recipe, steps: int, warmup: int, profile: Path | None = No
         "time_to_first_step_s": float(first_execution[0] - (first_execution[1] - 1) * steady),
         "step_time_s": float(steady),
         "tokens_per_second": tokens_per_second,
-        "synthetic_tokens_per_second": config.batch_size * batches.tokens_per_example / synthetic_steady,
+        "synthetic_tokens_per_second": config.batch_size * task.batches.tokens_per_example / synthetic_steady,
         "input_ratio": synthetic_steady / steady,
         "flops_per_token": speed.flops_per_token,
         "model_tflops": tokens_per_second * speed.flops_per_token / 1e12,

@@ -92,6 +92,45 @@ def run(
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def prepare(recipe: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Read RECIPE's data, train its vocabulary if it has none, and write the token store that `run` reads.
+
+    Progress goes to stderr; `run` reuses a store prepared for the same inputs and settings.
+    """
+    from kerasboost.backend import resolve_backend, select_backend
+
+    loaded = load_recipe(recipe, overrides)
+    check_files(loaded, source=recipe)
+    select_backend(resolve_backend(None, loaded.backend))
+    from kerasboost.data.prepare import prepare_data
+
+    prepared = prepare_data(loaded)
+    stats = prepared.stats
+    summary = {
+        "store": str(prepared.store.directory),
+        "reused": stats["reused"],
+        "documents": stats["documents"]["train"] + stats["documents"]["validation"],
+        "tokens": stats["tokens"],
+        "train_rows": stats["train_rows"],
+        "validation_rows": stats["validation_rows"],
+        "bytes": prepared.store.bytes,
+        "seconds": round(stats["seconds"], 3),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    how = "reused" if summary["reused"] else f"prepared in {summary['seconds']:.1f} s"
+    click.echo(
+        f"store {summary['store']} ({how}): {summary['documents']:,} documents, {summary['tokens']:,} tokens, "
+        f"{summary['train_rows']:,} training / {summary['validation_rows']:,} validation rows, "
+        f"{summary['bytes'] / 1e6:,.1f} MB"
+    )
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--steps", type=click.IntRange(min=2), default=30, show_default=True, help="Optimizer steps to time.")
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Steps left out of the median."

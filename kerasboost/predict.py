@@ -109,7 +109,7 @@ def _encoded(trained: TrainedRun, token_ids: list) -> dict[str, np.ndarray]:
 def model_inputs(trained: TrainedRun, texts: list[str]) -> dict[str, np.ndarray]:
     """`texts` as a classifier's model inputs (token_ids, padding_mask[, segment_ids]): what an exported
     SavedModel's `serve` takes."""
-    return _encoded(trained, tokenize(trained.task.tokenizer, texts, cache=False))
+    return _encoded(trained, tokenize(trained.task.tokenizer, texts))
 
 
 def _classify(trained: TrainedRun, texts: list[str]) -> Iterator[dict]:
@@ -133,7 +133,7 @@ def _fill_masks(trained: TrainedRun, texts: list[str], top_k: int) -> Iterator[d
     for index, pieces in enumerate(split):
         if len(pieces) == 1:
             raise InputError(f"predict: text {index + 1} has no {mask} to fill: {texts[index][:60]!r}")
-    tokens = iter(tokenize(tokenizer, [piece for pieces in split for piece in pieces], cache=False))
+    tokens = iter(tokenize(tokenizer, [piece for pieces in split for piece in pieces]))
     rows = []
     for pieces in split:
         ids = []

@@ -29,9 +29,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SourceSpec(_Section):
+    """One source of a mixture: files (a path, directory or glob) and its share of the training samples."""
+
+    path: str
+    weight: float = Field(default=1.0, gt=0.0)
+
+
 class DataConfig(_Section):
-    source: str | list[str] = "builtin:pydocs"
-    format: Literal["auto", "text", "jsonl", "csv"] = "auto"
+    # A path, directory, glob or built-in corpus; or a list of them; or a weighted mixture of
+    # {path, weight} entries (weights need not sum to 1).
+    source: str | list[str | SourceSpec] = "builtin:pydocs"
+    format: Literal["auto", "text", "jsonl", "csv", "parquet", "arrow"] = "auto"
     document_split: Literal["line", "blank_line"] = "blank_line"
     field: str = "text"
     label_field: str = "label"
@@ -42,22 +51,28 @@ class DataConfig(_Section):
     vocabulary: str | None = None
     merges: str | None = None
     vocabulary_size: int = Field(default=8000, ge=100)
+    # Train the vocabulary on a seeded sample of about this many MB of text (None: all of it).
+    vocabulary_sample_mb: float | None = Field(default=None, gt=0.0)
     lowercase: bool = True
     mask_rate: float = Field(default=0.15, gt=0.0, lt=1.0)
     max_predictions: int | None = Field(default=None, gt=0)
     next_sentence_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Where the prepared token store lives (None: in the cache, keyed by its inputs).
+    store: str | None = None
+    # Processes that tokenise in parallel (None: one per core).
+    num_workers: int | None = Field(default=None, gt=0)
 
     @property
-    def sources(self) -> list[str]:
-        return [self.source] if isinstance(self.source, str) else list(self.source)
+    def sources(self) -> list[SourceSpec]:
+        entries = [self.source] if isinstance(self.source, str) else list(self.source)
+        return [entry if isinstance(entry, SourceSpec) else SourceSpec(path=entry) for entry in entries]
 
     @property
-    def validation_sources(self) -> list[str]:
+    def validation_sources(self) -> list[SourceSpec]:
         if self.validation_source is None:
             return []
-        if isinstance(self.validation_source, str):
-            return [self.validation_source]
-        return list(self.validation_source)
+        entries = [self.validation_source] if isinstance(self.validation_source, str) else self.validation_source
+        return [SourceSpec(path=entry) for entry in entries]
 
 
 class BackboneConfig(_Section):
@@ -436,10 +451,10 @@ def check_files(recipe: Recipe, source: str = "recipe") -> None:
         ("data.validation_source", recipe.data.validation_sources),
     ):
         for spec in specs:
-            if spec.startswith(BUILTIN_PREFIX):
+            if spec.path.startswith(BUILTIN_PREFIX):
                 continue
-            if not glob.glob(spec):
-                raise RecipeError(f"{source}: {key}: no file matches '{spec}'")
+            if not glob.glob(spec.path):
+                raise RecipeError(f"{source}: {key}: no file matches '{spec.path}'")
     for key in ("vocabulary", "merges"):
         path = getattr(recipe.data, key)
         if path and not Path(path).is_file():

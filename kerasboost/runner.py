@@ -19,7 +19,7 @@ import keras
 
 from kerasboost.backend import Precision, jit_compile, seed_everything, steps_per_execution, use_precision, versions
 from kerasboost.data.pipeline import evaluation_batches
-from kerasboost.data.sources import read_splits
+from kerasboost.data.prepare import PreparedData, prepare_data
 from kerasboost.distribute import Distributed
 from kerasboost.distribute import setup as setup_distribution
 from kerasboost.errors import InputError
@@ -35,7 +35,7 @@ from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
 from kerasboost.recipe import ModelConfig, Recipe, TrainConfig, load_recipe
 from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
-from kerasboost.tasks import needs_labels, prepare_task
+from kerasboost.tasks import prepare_task
 from kerasboost.tasks.task import Task
 from kerasboost.train.checkpoints import latest_checkpoint, load_weights, restore_checkpoint
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
@@ -71,7 +71,7 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
     precision = use_precision(recipe.train.precision)
     recipe = _resolved(recipe, precision)
     run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
-    documents = read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe))  # before anything is written
+    data = prepare_data(recipe, run_dir)  # before the run directory is made: bad data leaves nothing behind
     if distributed.primary:
         run_dir = run_dir or new_run_dir(recipe.name, output_dir)
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
@@ -79,10 +79,11 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         raise InputError(f"--resume: {run_dir.checkpoints} holds no checkpoint")
     if not distributed.primary:
         run_dir = _scratch_copy(run_dir, scratch)
+    data.save_tokenizer(run_dir)
     print(f"run directory: {run_dir.root}", flush=True)
     run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")
 
-    task, total_steps = build_task(recipe, run_dir, documents, distributed)
+    task, total_steps = build_task(recipe, run_dir, data, distributed)
     start_step = 0
     with distributed.scope():
         if checkpoint is not None:
@@ -136,11 +137,11 @@ def swap_faster_kernels(model, config: TrainConfig, compiled: bool | None) -> di
     }
 
 
-def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: Distributed):
+def build_task(recipe: Recipe, run_dir: RunDir, data: PreparedData, distributed: Distributed):
     """The recipe's task with its adapters, compiled (inside the engine's scope); and the run's steps."""
     seed_everything(recipe.seed)
     with distributed.scope():
-        task = prepare_task(recipe, run_dir, *documents)
+        task = prepare_task(recipe, run_dir, data)
         if recipe.peft is not None:
             report = _add_adapters(task, recipe)
             for line in report.lines():
@@ -149,7 +150,7 @@ def build_task(recipe: Recipe, run_dir: RunDir, documents, distributed: Distribu
         kernels = swap_faster_kernels(task.model, recipe.train, compiled)
         if any(kernels.values()):
             print("kernels: " + " · ".join(f"{count} {what}" for what, count in kernels.items() if count), flush=True)
-        total_steps = _total_steps(recipe.train, len(next(iter(task.batches.train.values()))))
+        total_steps = _total_steps(recipe.train, task.batches.train.rows)
         task.model.compile(
             optimizer=build_optimizer(recipe.train, total_steps),
             loss=task.loss,
@@ -236,7 +237,7 @@ def load_trained(run: str | Path, recipe: Recipe | None = None) -> TrainedRun:
 def _prepared_task(recipe: Recipe, run_dir: RunDir) -> Task:
     """The recipe's task (and adapters) under its precision, for using a model rather than training it."""
     use_precision(recipe.train.precision)
-    task = prepare_task(recipe, run_dir, *read_splits(recipe.data, recipe.seed, labels=needs_labels(recipe)))
+    task = prepare_task(recipe, run_dir, prepare_data(recipe, run_dir))
     if recipe.peft is not None:
         _add_adapters(task, recipe)
     return task

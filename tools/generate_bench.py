@@ -46,7 +46,8 @@ def build(directory: Path, size: dict) -> None:
     from kerasboost.recipe import ModelConfig
 
     spec = architecture("gpt2")
-    vocabulary, merges = train_byte_level_bpe([d.text for d in pydocs()[:3000]], 8192, spec.special_tokens)
+    texts = [d.text for d in pydocs()[:3000]]
+    vocabulary, merges = train_byte_level_bpe(lambda: iter(texts), 8192, spec.special_tokens, texts)
     tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
     keras.utils.set_random_seed(0)
     config = dict(
@@ -73,7 +74,7 @@ def measure_kerasboost(directory: Path, backend: str, batch: int, new_tokens: in
 
     model = ModelConfig(backbone="gpt2", preset=str(directory))
     with tempfile.TemporaryDirectory() as scratch:
-        tokenizer = build_tokenizer(model, DataConfig(), [], RunDir(Path(scratch)))
+        tokenizer = build_tokenizer(model, DataConfig(), RunDir(Path(scratch)))
     backbone = build_backbone(model, tokenizer.vocabulary_size())
     prompts = [PROMPT] * batch
     length = len(tokenizer(PROMPT)) + new_tokens

@@ -1,8 +1,7 @@
 """A cache for derived data that is slow to compute and fully determined by its inputs.
 
-Trained WordPiece vocabularies live here (keras-hub's trainer takes seconds even on the built-in corpus), and
-so do tokenised documents (a large corpus takes minutes to tokenise, packing and masking then take
-moments), so a rerun, a variant recipe or a resumed run skips both. The key is a SHA-256 of everything
+Trained vocabularies live here, so a rerun or a variant recipe on the same corpus skips training one; so
+do token stores (data/prepare.py: one directory per key under stores/). The key is a SHA-256 of everything
 the result depends on; entries are written atomically. The cache sits in $KERASBOOST_CACHE_DIR, else
 $XDG_CACHE_HOME/kerasboost, else ~/.cache/kerasboost; KERASBOOST_CACHE_DIR=off turns it off. It is
 kept under $KERASBOOST_CACHE_MAX_MB (default 2048) by removing the least recently used entries. An
@@ -13,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-import numpy as np
 
 
 def cache_dir() -> Path | None:
@@ -40,26 +37,6 @@ def cached_text(kind: str, inputs: Iterable[str], build: Callable[[], str]) -> s
     text = build()
     _write(path, text.encode("utf-8"))
     return text
-
-
-def cached_sequences(kind: str, inputs: Iterable[str], build: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
-    """`build()`'s list of 1-D integer arrays, from the cache when the same `inputs` were seen before."""
-    path = _entry(kind, inputs, ".npz")
-    if path is not None and path.is_file():
-        try:
-            _touch(path)
-            with np.load(path) as stored:
-                return np.split(stored["values"], np.cumsum(stored["lengths"])[:-1])
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged entry is rebuilt and replaced
-    sequences = build()
-    if path is not None:
-        buffer = io.BytesIO()
-        lengths = np.array([len(sequence) for sequence in sequences], np.int64)
-        values = np.concatenate(sequences) if sequences else np.zeros(0, np.int32)
-        np.savez(buffer, values=values, lengths=lengths)
-        _write(path, buffer.getvalue())
-    return sequences
 
 
 def _entry(kind: str, inputs: Iterable[str], suffix: str) -> Path | None:
@@ -92,14 +69,38 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _evict(directory: Path, limit: int) -> None:
-    """Removes the least recently used entries until the cache holds at most `limit` bytes."""
-    entries = sorted(
-        (entry.stat().st_mtime, entry.stat().st_size, entry) for entry in directory.glob("*/*") if entry.is_file()
-    )
+def evict(keep: Path) -> None:
+    """Applies the size limit now (after the token store `keep`, which stays whatever its size, was added)."""
+    directory = cache_dir()
+    if directory is not None:
+        with contextlib.suppress(OSError):
+            _evict(directory, int(os.environ.get("KERASBOOST_CACHE_MAX_MB", "2048")) * 2**20, keep)
+
+
+def touch(path: Path) -> None:
+    """Marks an entry (a file or a store's directory) as used now."""
+    _touch(path)
+
+
+def _evict(directory: Path, limit: int, keep: Path | None = None) -> None:
+    """Removes the least recently used entries (files, or whole store directories) until the cache holds at
+    most `limit` bytes."""
+    entries = []
+    for entry in directory.glob("*/*"):
+        if entry.is_file():
+            entries.append((entry.stat().st_mtime, entry.stat().st_size, entry))
+        elif entry.is_dir():
+            size = sum(path.stat().st_size for path in entry.rglob("*") if path.is_file())
+            entries.append((entry.stat().st_mtime, size, entry))
+    entries.sort()
     total = sum(size for _, size, _ in entries)
     for _, size, entry in entries:
         if total <= limit:
             break
-        entry.unlink(missing_ok=True)
+        if entry == keep:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
         total -= size

@@ -6,21 +6,36 @@ import numpy as np
 import tensorflow as tf
 
 
-def pack_causal(token_ids: list[np.ndarray], sequence_length: int, end_id: int) -> np.ndarray:
-    """Rows of `sequence_length + 1` tokens cut from `doc <eot> doc <eot> ...`; inputs and targets are the
-    row shifted by one, so consecutive rows overlap by one token and every token is predicted once."""
-    pieces = [np.append(np.asarray(ids, dtype=np.int32), end_id) for ids in token_ids if len(ids)]
-    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    rows = max(len(stream) - 1, 0) // sequence_length
-    packed = np.zeros((rows, sequence_length + 1), np.int32)
-    for row in range(rows):
-        packed[row] = stream[row * sequence_length : (row + 1) * sequence_length + 1]
-    return packed
+class CausalPacker:
+    """Rows of `sequence_length + 1` tokens cut from `doc <eot> doc <eot> ...`, as a stream; inputs and targets
+    are the row shifted by one, so consecutive rows overlap by one token and every token is predicted once.
+    The tail shorter than a row is dropped."""
+
+    def __init__(self, sequence_length: int, end_id: int, dtype=np.int32):
+        self.length, self.end_id, self.dtype = sequence_length, end_id, dtype
+        self._carry = np.zeros(0, np.int32)
+
+    def add(self, token_ids: list[np.ndarray]) -> dict[str, np.ndarray]:
+        pieces = [self._carry]
+        for ids in token_ids:
+            if len(ids):
+                pieces.extend([np.asarray(ids, np.int32), np.array([self.end_id], np.int32)])
+        stream = np.concatenate(pieces)
+        rows = max(len(stream) - 1, 0) // self.length
+        self._carry = stream[rows * self.length :]
+        if rows == 0:
+            return {"token_ids": np.zeros((0, self.length + 1), self.dtype)}
+        windows = np.lib.stride_tricks.sliding_window_view(stream, self.length + 1)[:: self.length][:rows]
+        return {"token_ids": windows.astype(self.dtype)}
+
+    def finish(self) -> dict[str, np.ndarray]:
+        self._carry = np.zeros(0, np.int32)
+        return {"token_ids": np.zeros((0, self.length + 1), self.dtype)}
 
 
-def next_token_transform(batch, seed):
+def next_token_transform(batch, seed, rows=None):
     """(inputs, next tokens, weights): packed rows have no padding, so every position counts."""
-    del seed  # nothing random: the order of rows is the only seeded part
+    del seed, rows  # nothing random: the order of rows is the only seeded part
     ids = tf.cast(batch["token_ids"], tf.int32)
     inputs = {"token_ids": ids[:, :-1], "padding_mask": tf.ones_like(ids[:, :-1])}
     targets = ids[:, 1:]

@@ -34,11 +34,29 @@ def encode_texts(
     return {"token_ids": rows, "padding_mask": padding_mask}
 
 
+class TextEncoder:
+    """A stream of labelled documents -> encoded rows; `encode_texts` on each batch (no state across them)."""
+
+    def __init__(self, sequence_length: int, start_id: int | None, end_id: int, pad_id: int, dtype=np.int32):
+        self.arguments = (sequence_length, start_id, end_id, pad_id)
+        self.dtype = dtype
+
+    def add(self, token_ids: list[np.ndarray]) -> dict[str, np.ndarray]:
+        encoded = encode_texts(token_ids, *self.arguments)
+        return {
+            "token_ids": encoded["token_ids"].astype(self.dtype),
+            "padding_mask": encoded["padding_mask"].astype(np.uint8),
+        }
+
+    def finish(self) -> dict[str, np.ndarray]:
+        return {}
+
+
 def label_transform(uses_segments: bool):
     """(inputs, label, weight) for a batch of encoded texts; the seed is unused (no random corruption)."""
 
-    def transform(batch, seed):
-        del seed
+    def transform(batch, seed, rows=None):
+        del seed, rows
         inputs = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]}
         if uses_segments:
             inputs["segment_ids"] = tf.zeros_like(batch["token_ids"])

@@ -72,3 +72,54 @@ def build_pairs(
         "padding_mask": (token_ids != pad_id).astype(np.int32),
         "next_sentence": np.asarray(labels, dtype=np.int32),
     }
+
+
+class PairBuilder:
+    """Sentence pairs from a stream of documents (each a list of tokenised segments), `chunk` documents at a
+    time: a random B comes from another document of the same chunk, as Google's create_pretraining_data
+    draws it from the same shard. Each chunk is seeded by (seed, chunk number), so the pairs do not depend on
+    how the stream was batched."""
+
+    def __init__(self, sequence_length: int, next_rate: float, seed, ids: tuple[int, int, int], chunk: int = 1000):
+        self.sequence_length, self.next_rate, self.seed, self.ids, self.chunk = (
+            sequence_length,
+            next_rate,
+            seed,
+            ids,
+            chunk,
+        )
+        self._documents: list[list[np.ndarray]] = []
+        self._chunks = 0
+
+    def add(self, documents: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+        self._documents.extend(documents)
+        parts = []
+        while len(self._documents) >= 2 * self.chunk:
+            parts.append(self._pairs(self._documents[: self.chunk]))
+            del self._documents[: self.chunk]
+        return _concatenated(parts)
+
+    def finish(self) -> dict[str, np.ndarray]:
+        documents, self._documents = self._documents, []
+        if sum(1 for segments in documents if segments) < 2:
+            if self._chunks == 0:
+                raise ValueError("next-sentence pairs need at least two non-empty documents")
+            return {}
+        return self._pairs(documents)
+
+    def _pairs(self, documents: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+        seed = [*np.atleast_1d(self.seed).tolist(), self._chunks]
+        self._chunks += 1
+        pairs = build_pairs(documents, self.sequence_length, self.next_rate, seed, *self.ids)
+        return {
+            "token_ids": pairs["token_ids"],
+            "segment_ids": pairs["segment_ids"].astype(np.uint8),
+            "padding_mask": pairs["padding_mask"].astype(np.uint8),
+            "next_sentence": pairs["next_sentence"].astype(np.uint8),
+        }
+
+
+def _concatenated(parts: list[dict]) -> dict[str, np.ndarray]:
+    if not parts:
+        return {}
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

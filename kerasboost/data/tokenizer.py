@@ -6,60 +6,79 @@ vocabulary wins, so `--resume` and `eval` tokenise exactly as training did.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 from kerasboost.architectures import Architecture, architecture
-from kerasboost.data.cache import cached_sequences, cached_text
+from kerasboost.data.cache import cached_text
 from kerasboost.errors import InputError
 from kerasboost.recipe import DataConfig, ModelConfig
 from kerasboost.rundir import RunDir, preset_directory
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ALPHABET_SAMPLE = 20_000  # documents whose characters are named before WordPiece training
 
 
-def build_tokenizer(model: ModelConfig, data: DataConfig, documents: list[str], run: RunDir):
-    """The tokenizer for `model.backbone`: run directory > data.vocabulary > model.preset > trained."""
+def build_tokenizer(
+    model: ModelConfig,
+    data: DataConfig,
+    run: RunDir,
+    training_texts: Callable[[], Iterable[str]] | None = None,
+    identity: list[str] | None = None,
+    trained: RunDir | None = None,
+):
+    """The tokenizer for `model.backbone`: run directory > data.vocabulary > model.preset > `trained` (the
+    files of a store whose vocabulary was trained on the same inputs) > trained now on `training_texts()`
+    (kept in the cache under `identity`, the inputs' fingerprint; both are needed only when no vocabulary is
+    given). Its files are written into `run`."""
     spec = architecture(model.backbone)
     tokenizer_class = getattr(keras_hub.models, spec.tokenizer_class)
     if spec.vocabulary == "byte_bpe":
-        return _byte_bpe_tokenizer(tokenizer_class, spec, model, data, documents, run)
-    return _word_piece_tokenizer(tokenizer_class, model, data, documents, run)
-
-
-def _word_piece_tokenizer(tokenizer_class, model: ModelConfig, data: DataConfig, documents: list[str], run: RunDir):
-    if run.vocabulary_file.is_file():
-        return tokenizer_class(vocabulary=str(run.vocabulary_file), lowercase=data.lowercase)
-    if data.vocabulary:
-        tokenizer = tokenizer_class(vocabulary=data.vocabulary, lowercase=data.lowercase)
-    elif model.preset:
-        tokenizer = _from_preset(tokenizer_class, preset_directory(model.preset))
+        tokenizer = _byte_bpe_tokenizer(tokenizer_class, spec, model, data, run, training_texts, identity, trained)
+        run.bpe_vocabulary_file.write_text(json.dumps(tokenizer.vocabulary, ensure_ascii=False), encoding="utf-8")
+        run.merges_file.write_text("".join(merge + "\n" for merge in tokenizer.merges), encoding="utf-8")
     else:
-        vocabulary = train_word_piece(documents, data.vocabulary_size, data.lowercase)
-        tokenizer = tokenizer_class(vocabulary=vocabulary, lowercase=data.lowercase)
-    run.vocabulary_file.write_text("".join(token + "\n" for token in tokenizer.get_vocabulary()), encoding="utf-8")
+        tokenizer = _word_piece_tokenizer(tokenizer_class, model, data, run, training_texts, identity, trained)
+        vocabulary = "".join(token + "\n" for token in tokenizer.get_vocabulary())
+        run.vocabulary_file.write_text(vocabulary, encoding="utf-8")
     return tokenizer
 
 
-def _byte_bpe_tokenizer(
-    tokenizer_class, spec: Architecture, model: ModelConfig, data: DataConfig, documents: list[str], run: RunDir
-):
-    if run.bpe_vocabulary_file.is_file():
-        return _load_bpe(tokenizer_class, run.bpe_vocabulary_file, run.merges_file)
+def _word_piece_tokenizer(tokenizer_class, model, data, run, training_texts, identity, trained):
+    for directory in (run, trained):
+        if directory is not None and directory.vocabulary_file.is_file():
+            return tokenizer_class(vocabulary=str(directory.vocabulary_file), lowercase=data.lowercase)
     if data.vocabulary:
-        tokenizer = _load_bpe(tokenizer_class, Path(data.vocabulary), Path(data.merges))
-    elif model.preset:
-        tokenizer = _from_preset(tokenizer_class, preset_directory(model.preset))
-    else:
-        vocabulary, merges = train_byte_level_bpe(documents, data.vocabulary_size, spec.special_tokens)
-        tokenizer = tokenizer_class(vocabulary=vocabulary, merges=merges)
-    run.bpe_vocabulary_file.write_text(json.dumps(tokenizer.vocabulary, ensure_ascii=False), encoding="utf-8")
-    run.merges_file.write_text("".join(merge + "\n" for merge in tokenizer.merges), encoding="utf-8")
-    return tokenizer
+        return tokenizer_class(vocabulary=data.vocabulary, lowercase=data.lowercase)
+    if model.preset:
+        return _from_preset(tokenizer_class, preset_directory(model.preset))
+    vocabulary = train_word_piece(training_texts, data.vocabulary_size, data.lowercase, identity)
+    return tokenizer_class(vocabulary=vocabulary, lowercase=data.lowercase)
+
+
+def _byte_bpe_tokenizer(tokenizer_class, spec: Architecture, model, data, run, training_texts, identity, trained):
+    for directory in (run, trained):
+        if directory is not None and directory.bpe_vocabulary_file.is_file():
+            return _load_bpe(tokenizer_class, directory.bpe_vocabulary_file, directory.merges_file)
+    if data.vocabulary:
+        return _load_bpe(tokenizer_class, Path(data.vocabulary), Path(data.merges))
+    if model.preset:
+        return _from_preset(tokenizer_class, preset_directory(model.preset))
+    vocabulary, merges = train_byte_level_bpe(training_texts, data.vocabulary_size, spec.special_tokens, identity)
+    return tokenizer_class(vocabulary=vocabulary, merges=merges)
+
+
+def trains_vocabulary(model: ModelConfig, data: DataConfig, run: RunDir | None) -> bool:
+    """Whether the tokenizer will be learnt from the data (no vocabulary in the run, the recipe or a preset)."""
+    in_run = run is not None and (run.vocabulary_file.is_file() or run.bpe_vocabulary_file.is_file())
+    return not (in_run or data.vocabulary or model.preset)
 
 
 def _from_preset(tokenizer_class, directory: Path):
@@ -87,36 +106,68 @@ def _load_bpe(tokenizer_class, vocabulary: Path, merges: Path):
     return tokenizer_class(vocabulary=json.loads(vocabulary.read_text(encoding="utf-8")), merges=lines)
 
 
-def train_word_piece(documents: list[str], size: int, lowercase: bool) -> list[str]:
-    """A WordPiece vocabulary of at most `size` tokens learnt from `documents` (keras-hub's trainer),
-    kept in the cache (data/cache.py): training it is most of a small run's start-up."""
+def train_word_piece(texts: Callable[[], Iterable[str]], size: int, lowercase: bool, identity: list[str]) -> list[str]:
+    """A WordPiece vocabulary of `size` tokens learnt by Hugging Face `tokenizers`' trainer (keras-hub's
+    Python one is slow on large corpora and stops short of the size asked for), reserved tokens first.
+    Words are split as keras-hub's WordPieceTokenizer splits them (whitespace, punctuation, CJK characters;
+    NFKC case folding when lowercasing, accents kept), so the vocabulary fits the tokenizer that uses it."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     def train() -> str:
-        dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
-        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-            dataset, size, lowercase=lowercase, reserved_tokens=RESERVED_TOKENS
+        learner = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        steps = [normalizers.NFKC(), normalizers.Lowercase()] if lowercase else []
+        bert = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
         )
-        return "".join(token + "\n" for token in vocabulary)
+        learner.normalizer = normalizers.Sequence([*steps, bert])
+        learner.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        stream = iter(texts())
+        sample = list(itertools.islice(stream, ALPHABET_SAMPLE))
+        # The trainer numbers the "##c" pieces in hash-map order, different on every call, and breaks ties
+        # between equally frequent merges by those numbers. Naming the pieces of every character of a sample
+        # first fixes their numbers; sorting the learnt tokens after the reserved ones fixes the ids.
+        characters = sorted({c for text in sample for c in learner.normalizer.normalize_str(text) if not c.isspace()})
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=size,
+            special_tokens=[*RESERVED_TOKENS, *(f"##{c}" for c in characters)],
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
+        learner.train_from_iterator(itertools.chain(sample, stream), trainer)
+        learnt = sorted(set(learner.get_vocab()) - set(RESERVED_TOKENS))
+        return "".join(token + "\n" for token in [*RESERVED_TOKENS, *learnt])
 
-    inputs = ["wordpiece", keras_hub.__version__, str(size), str(lowercase), *RESERVED_TOKENS, "", *documents]
+    inputs = ["hf-wordpiece", tokenizers_version(), str(size), str(lowercase), *RESERVED_TOKENS, "", *identity]
     return cached_text("wordpiece", inputs, train).split("\n")[:-1]
 
 
 def train_byte_level_bpe(
-    documents: list[str], size: int, special_tokens: tuple[str, ...]
+    texts: Callable[[], Iterable[str]], size: int, special_tokens: tuple[str, ...], identity: list[str]
 ) -> tuple[dict[str, int], list[str]]:
     """GPT-2 style byte-level BPE (vocabulary, merges) learnt with Hugging Face `tokenizers`, its ids
-    starting with the architecture's `special_tokens`."""
+    starting with the architecture's `special_tokens`; kept in the cache under `identity`."""
     from tokenizers import ByteLevelBPETokenizer
 
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(
-        documents, vocab_size=size, min_frequency=2, special_tokens=list(special_tokens), show_progress=False
-    )
-    with tempfile.TemporaryDirectory() as directory:
-        trainer.save_model(directory)
-        merges = (Path(directory) / "merges.txt").read_text(encoding="utf-8").splitlines()
-    return trainer.get_vocab(), [line for line in merges if line and not line.startswith("#version")]
+    def train() -> str:
+        trainer = ByteLevelBPETokenizer()
+        trainer.train_from_iterator(
+            texts(), vocab_size=size, min_frequency=2, special_tokens=list(special_tokens), show_progress=False
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            trainer.save_model(directory)
+            merges = (Path(directory) / "merges.txt").read_text(encoding="utf-8").splitlines()
+        merges = [line for line in merges if line and not line.startswith("#version")]
+        return json.dumps({"vocabulary": trainer.get_vocab(), "merges": merges}, ensure_ascii=False)
+
+    inputs = ["byte-bpe", tokenizers_version(), str(size), *special_tokens, "", *identity]
+    trained = json.loads(cached_text("byte_bpe", inputs, train))
+    return trained["vocabulary"], trained["merges"]
+
+
+def tokenizers_version() -> str:
+    import tokenizers
+
+    return tokenizers.__version__
 
 
 def describe_tokenizer(spec: Architecture, tokenizer, run: RunDir) -> str:
@@ -127,22 +178,34 @@ def describe_tokenizer(spec: Architecture, tokenizer, run: RunDir) -> str:
     return f"tokenizer: WordPiece, {tokenizer.vocabulary_size()} tokens -> {run.vocabulary_file}"
 
 
-def tokenize(tokenizer, documents: list[str], cache: bool = True) -> list:
-    """Token ids of each document as NumPy arrays, tokenised in batches by tf.data; kept in the cache
-    (data/cache.py) under the tokenizer's full identity and the documents, so reruns skip tokenising
-    (unless `cache` is False: texts seen once, such as predict's)."""
-
-    def encode() -> list:
-        dataset = tf.data.Dataset.from_tensor_slices(documents).batch(1024)
-        dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        return list(dataset.as_numpy_iterator())
-
-    if not cache:
-        return encode()
+def tokenizer_identity(tokenizer) -> list[str]:
+    """Everything the ids a tokenizer gives depend on: its class, keras-hub's version, config and files."""
     identity = [
         type(tokenizer).__qualname__,
         keras_hub.__version__,
-        json.dumps(tokenizer.get_config(), sort_keys=True, default=str),
+        json.dumps({k: v for k, v in tokenizer.get_config().items() if k != "name"}, sort_keys=True, default=str),
     ]
-    identity += [*tokenizer.get_vocabulary(), "", *(getattr(tokenizer, "merges", None) or []), ""]
-    return cached_sequences("tokenized", [*identity, *documents], encode)
+    return identity + [*tokenizer.get_vocabulary(), "", *(getattr(tokenizer, "merges", None) or []), ""]
+
+
+def tokenize(tokenizer, documents: list[str]) -> list[np.ndarray]:
+    """Token ids of each of a few documents (predict's texts), by the same tf.data path as the store's."""
+    return [ids for batch in tokenize_stream(tokenizer, iter([documents])) for ids in batch]
+
+
+def tokenize_stream(tokenizer, batches: Iterator[list[str]], workers: int | None = None) -> Iterator[list[np.ndarray]]:
+    """Token ids of every text of each batch of `batches`, batch by batch, in order.
+
+    The tokenizer is the keras-hub one that a run exports, run inside tf.data (its TensorFlow path, as
+    keras-hub's preprocessors run it there), so the ids stored are the ids the exported preset gives; the
+    batches are tokenised `workers` at a time (default: one per core) while the next ones are read.
+    """
+    dataset = tf.data.Dataset.from_generator(lambda: batches, output_signature=tf.TensorSpec([None], tf.string))
+
+    def encode(texts):
+        ids = tokenizer(texts)
+        return ids.flat_values, ids.row_lengths()
+
+    dataset = dataset.map(encode, num_parallel_calls=workers or tf.data.AUTOTUNE, deterministic=True)
+    for values, lengths in dataset.prefetch(2).as_numpy_iterator():
+        yield np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []

@@ -7,6 +7,7 @@ never copied per task.
 from __future__ import annotations
 
 from kerasboost.architectures import architecture
+from kerasboost.data.prepare import PreparedData
 from kerasboost.models.hugging_face import is_hugging_face_checkpoint, load_task_weights, open_checkpoint
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir, preset_directory
@@ -21,15 +22,11 @@ _BUILDERS = {
 }
 
 
-def prepare_task(recipe: Recipe, run: RunDir, train_docs, validation_docs, report) -> Task:
-    """Tokenises the documents and builds the model for `recipe.task`; from a Hugging Face checkpoint,
-    with every head of it that the task has (the summary says which)."""
-    task = _BUILDERS[recipe.task](recipe, run, train_docs, validation_docs, report)
+def prepare_task(recipe: Recipe, run: RunDir, data: PreparedData) -> Task:
+    """Builds the model for `recipe.task` over its prepared data; from a Hugging Face checkpoint, with
+    every head of it that the task has (the summary says which)."""
+    task = _BUILDERS[recipe.task](recipe, run, data)
     preset = preset_directory(recipe.model.preset) if recipe.model.preset else None
     if preset is not None and is_hugging_face_checkpoint(preset):
         task.summary += load_task_weights(task.model, open_checkpoint(preset, architecture(recipe.model.backbone)))
     return task
-
-
-def needs_labels(recipe: Recipe) -> bool:
-    return recipe.task == "classification"

@@ -8,49 +8,20 @@ import tensorflow as tf
 
 from kerasboost.architectures import architecture
 from kerasboost.data.mlm import max_predictions
-from kerasboost.data.nsp import build_pairs, split_segments
-from kerasboost.data.pipeline import Batches
-from kerasboost.data.tokenizer import build_tokenizer, describe_tokenizer, tokenize
-from kerasboost.errors import DataError
+from kerasboost.data.prepare import PreparedData
+from kerasboost.data.tokenizer import describe_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.mlm import build_mlm_model, sparse_cross_entropy
 from kerasboost.tasks.mlm import mlm_masker
-from kerasboost.tasks.task import Task, describe_data
+from kerasboost.tasks.task import Task, batches
 
 
-def prepare(recipe, run, train_docs, validation_docs, report):
-    data = recipe.data
-    tokenizer = build_tokenizer(recipe.model, recipe.data, [doc.text for doc in train_docs], run)
-    examples = {}
-    for split, documents, seed in (
-        ("train", train_docs, recipe.seed),
-        ("validation", validation_docs, recipe.seed + 1),
-    ):
-        segments = [split_segments(doc.text) for doc in documents]
-        flat = tokenize(tokenizer, [segment for doc in segments for segment in doc]) if any(segments) else []
-        tokenised, start = [], 0
-        for doc in segments:
-            tokenised.append([ids for ids in flat[start : start + len(doc)] if len(ids)])
-            start += len(doc)
-        try:
-            pairs = build_pairs(
-                tokenised,
-                data.sequence_length,
-                data.next_sentence_rate,
-                seed,
-                tokenizer.cls_token_id,
-                tokenizer.sep_token_id,
-                tokenizer.pad_token_id,
-            )
-        except ValueError as err:
-            raise DataError(f"data.source: {split} documents: {err}") from None
-        if len(pairs["token_ids"]) == 0:
-            raise DataError(f"data.source: no {split} document has two segments to pair for next-sentence prediction")
-        examples[split] = pairs
+def prepare(recipe, run, data: PreparedData):
+    tokenizer = data.tokenizer
     mlm = mlm_masker(recipe, tokenizer)
 
-    def transform(batch, seed):
-        inputs, labels, weights = mlm(batch, seed)
+    def transform(batch, seed, rows=(0, None)):
+        inputs, labels, weights = mlm(batch, seed, rows)
         next_sentence = batch["next_sentence"]
         return (
             inputs,
@@ -60,22 +31,16 @@ def prepare(recipe, run, train_docs, validation_docs, report):
 
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     weights = recipe.loss_weights
-    balance = float(np.mean(examples["train"]["next_sentence"]))
+    balance = float(np.mean(data.store.split("validation").head()["next_sentence"]))
     summary = [
-        describe_data(
-            report,
-            train_docs,
-            validation_docs,
-            len(examples["train"]["token_ids"]),
-            len(examples["validation"]["token_ids"]),
-            "sentence pairs",
-        ),
-        f"next-sentence pairs: {balance:.1%} true successors · loss = {weights.mlm:g} * MLM + {weights.nsp:g} * NSP",
+        data.describe("sentence pairs"),
+        f"next-sentence pairs: {balance:.1%} true successors (validation) · "
+        f"loss = {weights.mlm:g} * MLM + {weights.nsp:g} * NSP",
         describe_tokenizer(architecture(recipe.model.backbone), tokenizer, run),
     ]
     return Task(
         tokenizer,
-        Batches(examples["train"], examples["validation"], transform, data.sequence_length),
+        batches(data, transform, recipe.data.sequence_length),
         backbone,
         build_mlm_model(backbone, next_sentence=True),
         loss={"mlm": sparse_cross_entropy(), "nsp": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
@@ -86,5 +51,5 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         summary=summary,
         loss_weights={"mlm": weights.mlm, "nsp": weights.nsp},
         perplexity_of="mlm_loss",
-        logits_per_token=max_predictions(data) / data.sequence_length,
+        logits_per_token=max_predictions(recipe.data) / recipe.data.sequence_length,
     )

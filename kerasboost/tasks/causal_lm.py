@@ -5,36 +5,21 @@ from __future__ import annotations
 import json
 
 from kerasboost.architectures import architecture
-from kerasboost.data.causal import next_token_transform, pack_causal
-from kerasboost.data.pipeline import Batches
-from kerasboost.data.tokenizer import build_tokenizer, describe_tokenizer
+from kerasboost.data.causal import next_token_transform
+from kerasboost.data.prepare import PreparedData
+from kerasboost.data.tokenizer import describe_tokenizer
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.causal_lm import build_causal_lm_model, generate
 from kerasboost.models.mlm import mlm_loss_and_metrics
-from kerasboost.tasks.task import Task, describe_data, packed_splits
+from kerasboost.tasks.task import Task, batches
 
 
-def prepare(recipe, run, train_docs, validation_docs, report):
-    data = recipe.data
-    tokenizer = build_tokenizer(recipe.model, recipe.data, [doc.text for doc in train_docs], run)
-    examples = packed_splits(
-        tokenizer,
-        train_docs,
-        validation_docs,
-        data.sequence_length,
-        lambda ids: pack_causal(ids, data.sequence_length, tokenizer.end_token_id),
-    )
+def prepare(recipe, run, data: PreparedData):
+    tokenizer = data.tokenizer
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     loss, metrics = mlm_loss_and_metrics()
     summary = [
-        describe_data(
-            report,
-            train_docs,
-            validation_docs,
-            len(examples["train"]["token_ids"]),
-            len(examples["validation"]["token_ids"]),
-            f"packed sequences of {data.sequence_length} tokens",
-        ),
+        data.describe(f"packed sequences of {recipe.data.sequence_length} tokens"),
         describe_tokenizer(architecture(recipe.model.backbone), tokenizer, run),
     ]
 
@@ -67,7 +52,7 @@ def prepare(recipe, run, train_docs, validation_docs, report):
 
     return Task(
         tokenizer,
-        Batches(examples["train"], examples["validation"], next_token_transform, data.sequence_length),
+        batches(data, next_token_transform, recipe.data.sequence_length),
         backbone,
         build_causal_lm_model(backbone),
         loss,

@@ -9,46 +9,24 @@ import numpy as np
 import tensorflow as tf
 
 from kerasboost.architectures import architecture
-from kerasboost.data.classification import encode_texts, label_names, label_transform
-from kerasboost.data.pipeline import Batches
-from kerasboost.data.tokenizer import build_tokenizer, tokenize
-from kerasboost.errors import DataError
+from kerasboost.data.classification import label_transform
+from kerasboost.data.prepare import PreparedData
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.classifier import build_classifier
-from kerasboost.tasks.task import Task, describe_data
+from kerasboost.tasks.task import Task, batches
 
 
-def prepare(recipe, run, train_docs, validation_docs, report):
-    data = recipe.data
-    if run.labels_file.is_file():
-        names = json.loads(run.labels_file.read_text(encoding="utf-8"))
-        unknown = sorted({doc.label for doc in validation_docs} - set(names))
-        if unknown:
-            raise DataError(f"data.label_field: labels the model was not trained on: {', '.join(unknown[:5])}")
-    else:
-        names = label_names([doc.label for doc in train_docs], [doc.label for doc in validation_docs])
-        run.labels_file.write_text(json.dumps(names, indent=1) + "\n", encoding="utf-8")
-    index = {name: i for i, name in enumerate(names)}
-    tokenizer = build_tokenizer(recipe.model, recipe.data, [doc.text for doc in train_docs], run)
+def prepare(recipe, run, data: PreparedData):
+    names = data.labels
+    run.labels_file.write_text(json.dumps(names, indent=1) + "\n", encoding="utf-8")
+    tokenizer = data.tokenizer
     spec = architecture(recipe.model.backbone)
-    start, end = spec.text_ends
-    start_id = getattr(tokenizer, start) if start else None
-    end_id = getattr(tokenizer, end)
-    examples = {}
-    for split, documents in (("train", train_docs), ("validation", validation_docs)):
-        encoded = encode_texts(
-            tokenize(tokenizer, [doc.text for doc in documents]),
-            data.sequence_length,
-            start_id,
-            end_id,
-            tokenizer.pad_token_id,
-        )
-        examples[split] = {**encoded, "label": np.array([index[doc.label] for doc in documents], dtype=np.int32)}
+    validation = data.store.split("validation")
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     model = build_classifier(backbone, len(names), recipe.model.classifier_dropout)
-    counts = np.bincount(examples["validation"]["label"], minlength=len(names))
+    counts = np.bincount(validation.head()["label"], minlength=len(names))
     summary = [
-        describe_data(report, train_docs, validation_docs, len(train_docs), len(validation_docs), "texts"),
+        data.describe("texts"),
         f"labels: {len(names)} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}) -> {run.labels_file} · "
         f"majority-class validation accuracy {counts.max() / counts.sum():.3f}",
         f"tokenizer: {tokenizer.vocabulary_size()} tokens",
@@ -58,7 +36,7 @@ def prepare(recipe, run, train_docs, validation_docs, report):
         summary.append(notice)
     return Task(
         tokenizer,
-        Batches(examples["train"], examples["validation"], label_transform(spec.segments), data.sequence_length),
+        batches(data, label_transform(spec.segments), recipe.data.sequence_length),
         backbone,
         model,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

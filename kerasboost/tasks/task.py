@@ -1,5 +1,5 @@
-"""`Task`: what every task hands the loop (tokenizer, in-memory examples with a per-batch transform, model,
-loss and metrics), and the helpers the task modules share to build one."""
+"""`Task`: what every task hands the loop (tokenizer, the token store's splits with a per-batch transform,
+model, loss and metrics), and the helper the task modules share to build one."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from typing import Any
 import keras
 
 from kerasboost.data.pipeline import Batches
-from kerasboost.data.sources import ReadReport
-from kerasboost.data.tokenizer import tokenize
-from kerasboost.errors import DataError
+from kerasboost.data.prepare import PreparedData
 
 
 @dataclass
@@ -36,24 +34,8 @@ class Task:
     logits_per_token: float = 0.0
 
 
-def packed_splits(tokenizer, train_docs, validation_docs, sequence_length: int, pack: Callable) -> dict[str, dict]:
-    """{"train": {"token_ids": rows}, "validation": ...}: each split tokenised, then `pack`ed into rows."""
-    examples = {}
-    for split, documents in (("train", train_docs), ("validation", validation_docs)):
-        packed = pack(tokenize(tokenizer, [doc.text for doc in documents]))
-        if len(packed) == 0:
-            raise DataError(
-                f"data.source: the {split} documents give no sequence of data.sequence_length={sequence_length} tokens"
-            )
-        examples[split] = {"token_ids": packed}
-    return examples
-
-
-def describe_data(
-    report: ReadReport, train_docs, validation_docs, train_rows: int, validation_rows: int, unit: str
-) -> str:
-    line = (
-        f"data: {len(train_docs)} training / {len(validation_docs)} validation documents -> "
-        f"{train_rows} / {validation_rows} {unit}"
+def batches(data: PreparedData, transform, tokens_per_example: int) -> Batches:
+    """The store's splits as the loop reads them."""
+    return Batches(
+        data.store.split("train"), data.store.split("validation"), transform, tokens_per_example, data.weights
     )
-    return line + (f" ({report.describe()})" if report.skipped else "")

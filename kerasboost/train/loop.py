@@ -138,8 +138,7 @@ def train(
     remaining = total_steps - start_step
     if remaining > 0:
         dataset = training_batches(
-            batches.train,
-            batches.transform,
+            batches,
             micro_batch,
             recipe.seed,
             start_step * accumulation,

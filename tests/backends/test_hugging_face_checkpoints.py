@@ -207,7 +207,7 @@ def tokenizer_for(kind: str):
     if spec.vocabulary == "wordpiece":
         return tokenizer_class(vocabulary=RESERVED_TOKENS + WORDS + [f"w{i}" for i in range(40)], lowercase=True)
     text = ["The model returns a list of values", "and the items of the file name"] * 30
-    vocabulary, merges = train_byte_level_bpe(text, 300, spec.special_tokens)
+    vocabulary, merges = train_byte_level_bpe(lambda: iter(text), 300, spec.special_tokens, text)
     return tokenizer_class(vocabulary=vocabulary, merges=merges)
 
 

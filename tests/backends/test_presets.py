@@ -52,7 +52,7 @@ def test_hugging_face_checkpoint_directory_matches_transformers(tmp_path):
     recipe = Recipe(model=ModelConfig(preset=str(tmp_path)))
     run = tmp_path / "run"
     run.mkdir()
-    tokenizer = build_tokenizer(recipe.model, recipe.data, [], RunDir(run))
+    tokenizer = build_tokenizer(recipe.model, recipe.data, RunDir(run))
     assert tokenizer.get_vocabulary() == VOCAB
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
     x = inputs()
@@ -89,7 +89,7 @@ def test_a_tokenizer_saved_by_transformers_gives_its_ids(tmp_path, kind):
     run = tmp_path / "run"
     run.mkdir()
     model = ModelConfig(backbone=kind, preset=str(tmp_path / "checkpoint"))
-    tokenizer = build_tokenizer(model, Recipe().data, [], RunDir(run))
+    tokenizer = build_tokenizer(model, Recipe().data, RunDir(run))
     assert tokenizer.vocabulary_size() == len(hf)
     for sentence in ("The model returns values", "lists of items, and models"):
         ours = keras.ops.convert_to_numpy(tokenizer(sentence)).tolist()

@@ -5,23 +5,38 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kerasboost.data.mlm import mask_tokens, masker, pack_sequences
+from kerasboost.data.mlm import SequencePacker, mask_tokens, masker
 
 PAD, CLS, SEP, MASK, VOCAB = 0, 2, 3, 4, 1000
 
 
-def test_pack_sequences_fills_rows_with_cls_and_sep():
+def pack(docs, length=8, pieces=1):
+    """Packs `docs` fed to one SequencePacker in `pieces` parts, as the store's stream feeds it."""
+    packer = SequencePacker(length, CLS, SEP, PAD)
+    parts = [packer.add(list(chunk))["token_ids"] for chunk in np.array_split(np.array(docs, dtype=object), pieces)]
+    return np.concatenate([*parts, packer.finish()["token_ids"]])
+
+
+def test_packing_fills_rows_with_cls_and_sep():
     docs = [np.arange(10, 20), np.arange(30, 35), np.arange(40, 57), np.arange(60, 64)]
-    packed = pack_sequences(docs, sequence_length=8, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    packed = pack(docs)
     rows = [row[row != PAD] for row in packed]
     assert all(row[0] == CLS and row[-1] == SEP for row in rows)
     assert all(len(row) == 8 for row in rows[:-1]), "only the last row may be padded"
     body = np.concatenate([row[1:-1] for row in rows])
     stream = np.concatenate([docs[0], [SEP], docs[1], [SEP], docs[2], [SEP], docs[3]])
     assert np.array_equal(body, stream)
-    short = pack_sequences([np.arange(10, 18)], sequence_length=8, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    short = pack([np.arange(10, 18)])
     assert len(short) == 1, "a tail under half a row is dropped"
-    assert len(pack_sequences([np.arange(10, 12)], 8, CLS, SEP, PAD)) == 1, "but never the only row"
+    assert len(pack([np.arange(10, 12)])) == 1, "but never the only row"
+
+
+def test_packing_does_not_depend_on_how_the_stream_is_cut():
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(5, 100, size=rng.integers(0, 30)) for _ in range(40)]
+    whole = pack(docs, length=16)
+    for pieces in (2, 7, 40):
+        assert np.array_equal(pack(docs, length=16, pieces=pieces), whole)
 
 
 def random_batch(seed=0, rows=64, length=128):

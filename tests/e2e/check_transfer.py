@@ -16,7 +16,7 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kerasboost.data.sources import read_splits  # noqa: E402
+from kerasboost.data.prepare import prepare_data  # noqa: E402
 from kerasboost.recipe import load_recipe  # noqa: E402
 from kerasboost.rundir import RunDir  # noqa: E402
 from kerasboost.tasks import prepare_task  # noqa: E402
@@ -32,12 +32,11 @@ recipe = load_recipe(
     ],
 )
 with tempfile.TemporaryDirectory() as scratch:
-    task = prepare_task(recipe, RunDir(Path(scratch)), *read_splits(recipe.data, recipe.seed, labels=True))
+    task = prepare_task(recipe, RunDir(Path(scratch)), prepare_data(recipe))
     assert task.tokenizer.get_vocabulary() == (pretrain / "vocabulary.txt").read_text().splitlines()
 exported = keras_hub.models.BertBackbone.from_preset(str(pretrain / "preset"))
-x = {
-    name: np.asarray(values[:4]) for name, values in task.batches.train.items() if name in ("token_ids", "padding_mask")
-}
+x = {name: values.astype("int32") for name, values in task.batches.train.head(4).items()}
+x = {name: x[name] for name in ("token_ids", "padding_mask")}
 x["segment_ids"] = np.zeros_like(x["token_ids"])
 ours = keras.ops.convert_to_numpy(task.backbone(x)["sequence_output"])
 theirs = keras.ops.convert_to_numpy(exported(x)["sequence_output"])
