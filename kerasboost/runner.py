@@ -10,6 +10,7 @@ import io
 import json
 import math
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
     precision = use_precision(recipe.train.precision)
     recipe = _resolved(recipe, precision)
     run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
-    data = prepare_data(recipe, run_dir)  # before the run directory is made: bad data leaves nothing behind
+    data = prepare_data(
+        recipe, run_dir, progress=sys.stdout
+    )  # before the run directory is made: bad data leaves nothing behind
     if distributed.primary:
         run_dir = run_dir or new_run_dir(recipe.name, output_dir)
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None

@@ -164,7 +164,8 @@ def held_out(seed: int, source: int, index: int, share: float) -> bool:
 
 def split_documents(recipe: Recipe, report: ReadReport) -> Iterator[tuple[str, int, Document]]:
     """(split, source, document) for every document: validation ones from data.validation_source, else
-    each document held out with probability data.validation_split (by document, deterministically)."""
+    each document held out with probability data.validation_split (by document, deterministically); a
+    source too small to have any held out gives its last document to validation."""
     data = recipe.data
     labels = recipe.task == "classification"
     share = 0.0 if data.validation_sources else data.validation_split
@@ -174,15 +175,31 @@ def split_documents(recipe: Recipe, report: ReadReport) -> Iterator[tuple[str, i
         )
     taken = 0
     for source, spec in enumerate(data.sources):
+        held, previous = 0, None
         for index, document in enumerate(iter_documents(spec.path, data, report, labels=labels)):
             if data.max_documents is not None and taken >= data.max_documents:
                 break
             taken += 1
             report.documents += 1
-            yield ("validation" if held_out(recipe.seed, source, index, share) else "train"), source, document
+            split = "validation" if held_out(recipe.seed, source, index, share) else "train"
+            held += split == "validation"
+            if previous is not None:
+                yield previous
+            previous = (split, source, document)
+        if previous is None:
+            raise DataError(f"data.source: no documents found in {spec.path}{_skipped(report)}")
+        yield ("validation", source, previous[2]) if share and not held else previous
     for spec in data.validation_sources:
+        found = False
         for document in iter_documents(spec.path, data, report, key="data.validation_source", labels=labels):
+            found = True
             yield "validation", 0, document
+        if not found:
+            raise DataError(f"data.validation_source: no documents found in {spec.path}{_skipped(report)}")
+
+
+def _skipped(report: ReadReport) -> str:
+    return f" ({report.describe()})" if report.skipped else ""
 
 
 def _training_texts(recipe: Recipe, progress: TextIO | None) -> Iterator[str]:
