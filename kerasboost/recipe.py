@@ -51,8 +51,9 @@ class DataConfig(_Section):
     vocabulary: str | None = None
     merges: str | None = None
     vocabulary_size: int = Field(default=8000, ge=100)
-    # Train the vocabulary on a seeded sample of about this many MB of text (None: all of it).
-    vocabulary_sample_mb: float | None = Field(default=None, gt=0.0)
+    # Train the vocabulary on a seeded sample of about this many MB of the training text (None: all of it):
+    # the trainer's memory grows with the distinct words it has seen.
+    vocabulary_sample_mb: float | None = Field(default=32.0, gt=0.0)
     lowercase: bool = True
     mask_rate: float = Field(default=0.15, gt=0.0, lt=1.0)
     max_predictions: int | None = Field(default=None, gt=0)
@@ -412,8 +413,8 @@ def _validate(raw: dict, source: str) -> Recipe:
 def _describe(err: ValidationError) -> str:
     """One line for the first schema error: the key path, what is wrong, and a hint."""
     errors = err.errors()
-    first = errors[0]
-    loc = [str(p) for p in first["loc"] if not str(p).startswith(("str", "list["))]
+    first = max(errors, key=lambda error: len(error["loc"]))  # of a union's branches, the one that got deepest
+    loc = [str(p) for p in first["loc"] if not str(p).startswith(("str", "list[")) and not str(p)[:1].isupper()]
     key = ".".join(loc) or "recipe"
     if first["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])

@@ -207,3 +207,27 @@ def test_the_wheel_ships_the_recipes(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {Path(name).name for name in names if name.startswith("kerasboost/recipes/")}
     assert shipped == {path.name for path in (ROOT / "recipes").glob("*.yaml")}, names
+
+
+def test_prepare_writes_a_store_that_a_second_prepare_reuses_and_refuses_a_corrupt_source(tmp_path):
+    import gzip
+
+    lines = [f"document {i} reads a few words about the store and its rows" for i in range(400)]
+    corpus = tmp_path / "corpus.txt.gz"
+    corpus.write_bytes(gzip.compress("\n\n".join(lines).encode("utf-8")))
+    args = ["prepare", "recipes/mlm.yaml", "--set", f"data.source={corpus}", "--set", "data.vocabulary_size=200"]
+    args += ["--set", "data.sequence_length=16", "--set", f"data.store={tmp_path / 'store'}", "--json"]
+    first = kerasboost(*args, backend="tensorflow")
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["documents"] == 400 and not summary["reused"] and (tmp_path / "store" / "manifest.json").is_file()
+    again = json.loads(kerasboost(*args, backend="tensorflow").stdout.strip().splitlines()[-1])
+    assert again["reused"] and again["train_rows"] == summary["train_rows"]
+    broken = tmp_path / "broken.txt.gz"
+    broken.write_bytes(corpus.read_bytes()[:-20])
+    args[3] = f"data.source={broken}"
+    args[-2] = f"data.store={tmp_path / 'other'}"
+    process = kerasboost(*args, backend="tensorflow")
+    assert process.returncode == 2 and len(process.stderr.strip().splitlines()) == 1, process.stderr
+    assert f"{broken}: truncated or corrupt gzip data" in process.stderr
+    assert not (tmp_path / "other").exists()

@@ -35,6 +35,10 @@ BROKEN = {
     "unknown_key": ("train:\n  learnig_rate: 0.1\n", "train.learnig_rate: unknown key (did you mean 'learning_rate'?)"),
     "unknown_section": ("trian:\n  steps: 3\n", "trian: unknown key (did you mean 'train'?)"),
     "wrong_type": ("train:\n  batch_size: many\n", "train.batch_size:"),
+    "mixture_weight_zero": (
+        "data:\n  source:\n    - {path: builtin:pydocs, weight: 0}\n",
+        "data.source.0.weight: Input should be greater than 0",
+    ),
     "negative_learning_rate": (
         "train:\n  learning_rate: -0.001\n",
         "train.learning_rate: Input should be greater than 0",

@@ -34,7 +34,7 @@ from kerasboost.data.mlm import SequencePacker
 from kerasboost.data.nsp import PairBuilder, split_segments
 from kerasboost.data.sources import ReadReport, fingerprint, iter_documents
 from kerasboost.data.store import StoreWriter, TokenStore, is_store, token_dtype
-from kerasboost.data.tokenizer import build_tokenizer, tokenize_stream, tokenizer_identity, trains_vocabulary
+from kerasboost.data.tokenizer import build_tokenizer, tokenize_stream, tokenizer_identity
 from kerasboost.errors import DataError
 from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
@@ -84,8 +84,6 @@ def prepare_data(recipe: Recipe, run: RunDir | None = None, progress: TextIO | N
     with tempfile.TemporaryDirectory() as scratch:
         own = run or RunDir(Path(scratch))
         identity = [vocabulary_key]
-        if trains_vocabulary(recipe.model, data, run) and trained is None:
-            _say(progress, "vocabulary: training on the training documents")
         tokenizer = build_tokenizer(
             recipe.model, data, own, lambda: _training_texts(recipe, progress), identity, trained
         )
@@ -252,12 +250,6 @@ class _Progress:
         if self.stream is not None and time.perf_counter() - self.started >= self.every:
             self.stream.write(self.line(time.perf_counter()) + "\n")
             self.stream.flush()
-
-
-def _say(stream: TextIO | None, text: str) -> None:
-    if stream is not None:
-        stream.write(text + "\n")
-        stream.flush()
 
 
 def _builders(recipe: Recipe, tokenizer):

@@ -27,7 +27,7 @@ from kerasboost.errors import DataError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-SHARD_BYTES = 64 * 2**20
+SHARD_BYTES = 16 * 2**20
 
 
 def token_dtype(vocabulary_size: int) -> np.dtype:
@@ -65,12 +65,19 @@ class StoreWriter:
         relative = Path(split) / str(source) / f"{name}-{len(shards):05d}.npy"
         path = self.partial / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        values = np.concatenate(pending)
-        with open(path, "wb") as handle:
-            np.save(handle, values)
+        rows = sum(len(part) for part in pending)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(pending[0].dtype),
+            "fortran_order": False,
+            "shape": (rows, *pending[0].shape[1:]),
+        }
+        with open(path, "wb") as handle:  # the .npy header, then the parts as they are: no concatenated copy
+            np.lib.format.write_array_header_1_0(handle, header)
+            for part in pending:
+                handle.write(part.astype(pending[0].dtype, copy=False).tobytes())
             handle.flush()
             os.fsync(handle.fileno())
-        shards.append({"file": str(relative), "rows": len(values)})
+        shards.append({"file": str(relative), "rows": rows})
 
     def commit(self, manifest: dict) -> Path:
         """Writes the remaining shards and the manifest, then moves the store into place."""

@@ -6,6 +6,7 @@ vocabulary wins, so `--resume` and `eval` tokenise exactly as training did.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import tempfile
@@ -23,7 +24,8 @@ from kerasboost.recipe import DataConfig, ModelConfig
 from kerasboost.rundir import RunDir, preset_directory
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-ALPHABET_SAMPLE = 20_000  # documents whose characters are named before WordPiece training
+ALPHABET_SAMPLE_CHARS = 64 * 2**20  # text whose characters are counted before WordPiece training
+ALPHABET = 1000  # WordPiece keeps the most frequent characters only, as BERT's trainer does (limit_alphabet)
 
 
 def build_tokenizer(
@@ -75,12 +77,6 @@ def _byte_bpe_tokenizer(tokenizer_class, spec: Architecture, model, data, run, t
     return tokenizer_class(vocabulary=vocabulary, merges=merges)
 
 
-def trains_vocabulary(model: ModelConfig, data: DataConfig, run: RunDir | None) -> bool:
-    """Whether the tokenizer will be learnt from the data (no vocabulary in the run, the recipe or a preset)."""
-    in_run = run is not None and (run.vocabulary_file.is_file() or run.bpe_vocabulary_file.is_file())
-    return not (in_run or data.vocabulary or model.preset)
-
-
 def _from_preset(tokenizer_class, directory: Path):
     """The tokenizer of a keras-hub preset, or of a Hugging Face checkpoint directory: its tokenizer.json
     where it has one (transformers 5's `save_pretrained` writes no vocab.txt, vocab.json or merges.txt,
@@ -122,14 +118,25 @@ def train_word_piece(texts: Callable[[], Iterable[str]], size: int, lowercase: b
         learner.normalizer = normalizers.Sequence([*steps, bert])
         learner.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         stream = iter(texts())
-        sample = list(itertools.islice(stream, ALPHABET_SAMPLE))
+        sample, chars = [], 0
+        for text in stream:
+            sample.append(text)
+            chars += len(text)
+            if chars >= ALPHABET_SAMPLE_CHARS:
+                break
         # The trainer numbers the "##c" pieces in hash-map order, different on every call, and breaks ties
-        # between equally frequent merges by those numbers. Naming the pieces of every character of a sample
-        # first fixes their numbers; sorting the learnt tokens after the reserved ones fixes the ids.
-        characters = sorted({c for text in sample for c in learner.normalizer.normalize_str(text) if not c.isspace()})
+        # between equally frequent merges by those numbers. Naming first the pieces of the characters it will
+        # keep (the most frequent, counted on the sample) fixes their numbers, and sorting the learnt tokens
+        # fixes the ids: a small corpus gives the same vocabulary every time. On large ones some ties remain
+        # (docs/data.md); the vocabulary a run used is kept in its directory and in the cache.
+        counts = collections.Counter()
+        for text in sample:
+            counts.update(learner.normalizer.normalize_str(text))
+        characters = sorted([c for c, _ in counts.most_common() if not c.isspace()][:ALPHABET])
         trainer = trainers.WordPieceTrainer(
             vocab_size=size,
             special_tokens=[*RESERVED_TOKENS, *(f"##{c}" for c in characters)],
+            limit_alphabet=ALPHABET,
             continuing_subword_prefix="##",
             show_progress=False,
         )
