@@ -25,7 +25,8 @@ from kerasboost.rundir import RunDir, preset_directory
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ALPHABET_SAMPLE_CHARS = 64 * 2**20  # text whose characters are counted before WordPiece training
-ALPHABET = 1000  # WordPiece keeps the most frequent characters only, as BERT's trainer does (limit_alphabet)
+ALPHABET = 1000  # WordPiece keeps the most frequent characters only, as BERT's trainer does (limit_alphabet),
+# at most an eighth of the vocabulary
 
 
 def build_tokenizer(
@@ -124,19 +125,21 @@ def train_word_piece(texts: Callable[[], Iterable[str]], size: int, lowercase: b
             chars += len(text)
             if chars >= ALPHABET_SAMPLE_CHARS:
                 break
-        # The trainer numbers the "##c" pieces in hash-map order, different on every call, and breaks ties
-        # between equally frequent merges by those numbers. Naming first the pieces of the characters it will
-        # keep (the most frequent, counted on the sample) fixes their numbers, and sorting the learnt tokens
-        # fixes the ids: a small corpus gives the same vocabulary every time. On large ones some ties remain
-        # (docs/data.md); the vocabulary a run used is kept in its directory and in the cache.
+        # The trainer numbers the "##c" pieces, and the characters it keeps when some are equally frequent,
+        # in hash-map order, different on every call, and breaks ties between equally frequent merges by
+        # those numbers. Choosing the alphabet here (the most frequent characters of the sample, which is all
+        # of the text up to data.vocabulary_sample_mb) and naming its pieces first fixes the numbers; sorting
+        # the learnt tokens fixes the ids: the same text gives the same vocabulary on every run.
         counts = collections.Counter()
         for text in sample:
             counts.update(learner.normalizer.normalize_str(text))
-        characters = sorted([c for c, _ in counts.most_common() if not c.isspace()][:ALPHABET])
+        alphabet = min(ALPHABET, size // 8)  # a small vocabulary keeps room for whole words
+        characters = sorted([c for c, _ in counts.most_common() if not c.isspace()][:alphabet])
         trainer = trainers.WordPieceTrainer(
             vocab_size=size,
             special_tokens=[*RESERVED_TOKENS, *(f"##{c}" for c in characters)],
-            limit_alphabet=ALPHABET,
+            initial_alphabet=characters,  # with the limit at their number: exactly these are kept
+            limit_alphabet=len(characters),
             continuing_subword_prefix="##",
             show_progress=False,
         )
@@ -144,7 +147,8 @@ def train_word_piece(texts: Callable[[], Iterable[str]], size: int, lowercase: b
         learnt = sorted(set(learner.get_vocab()) - set(RESERVED_TOKENS))
         return "".join(token + "\n" for token in [*RESERVED_TOKENS, *learnt])
 
-    inputs = ["hf-wordpiece", tokenizers_version(), str(size), str(lowercase), *RESERVED_TOKENS, "", *identity]
+    inputs = ["hf-wordpiece", "alphabet-3", tokenizers_version(), str(size), str(lowercase), *RESERVED_TOKENS, ""]
+    inputs += identity
     return cached_text("wordpiece", inputs, train).split("\n")[:-1]
 
 

@@ -63,9 +63,9 @@ def runs(request, tmp_path_factory):
         *overrides(
             f"data.source={data}",
             f"model.preset={pretrain}",
-            "train.steps=40",
-            "train.eval_every=20",
-            "train.learning_rate=3e-3",
+            "train.steps=100",
+            "train.eval_every=50",
+            "train.learning_rate=5e-3",
             "train.warmup_steps=4",
             "data.validation_split=0.25",
         ),
