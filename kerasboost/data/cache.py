@@ -39,15 +39,20 @@ def cached_text(kind: str, inputs: Iterable[str], build: Callable[[], str]) -> s
     return text
 
 
+def digest(inputs: Iterable[str]) -> str:
+    """The SHA-256 (hex) of `inputs`, each part ended by a NUL so that no two lists collide."""
+    hashed = hashlib.sha256()
+    for part in inputs:
+        hashed.update(part.encode("utf-8"))
+        hashed.update(b"\0")
+    return hashed.hexdigest()
+
+
 def _entry(kind: str, inputs: Iterable[str], suffix: str) -> Path | None:
     directory = cache_dir()
     if directory is None:
         return None
-    digest = hashlib.sha256()
-    for part in inputs:
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\0")
-    return directory / kind / f"{digest.hexdigest()}{suffix}"
+    return directory / kind / f"{digest(inputs)}{suffix}"
 
 
 def _write(path: Path | None, content: bytes) -> None:

@@ -11,8 +11,8 @@ class CausalPacker:
     are the row shifted by one, so consecutive rows overlap by one token and every token is predicted once.
     The tail shorter than a row is dropped."""
 
-    def __init__(self, sequence_length: int, end_id: int, dtype=np.int32):
-        self.length, self.end_id, self.dtype = sequence_length, end_id, dtype
+    def __init__(self, sequence_length: int, end_id: int):
+        self.length, self.end_id = sequence_length, end_id
         self._carry = np.zeros(0, np.int32)
 
     def add(self, token_ids: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -24,13 +24,13 @@ class CausalPacker:
         rows = max(len(stream) - 1, 0) // self.length
         self._carry = stream[rows * self.length :]
         if rows == 0:
-            return {"token_ids": np.zeros((0, self.length + 1), self.dtype)}
+            return {"token_ids": np.zeros((0, self.length + 1), np.int32)}
         windows = np.lib.stride_tricks.sliding_window_view(stream, self.length + 1)[:: self.length][:rows]
-        return {"token_ids": windows.astype(self.dtype)}
+        return {"token_ids": windows.copy()}
 
     def finish(self) -> dict[str, np.ndarray]:
         self._carry = np.zeros(0, np.int32)
-        return {"token_ids": np.zeros((0, self.length + 1), self.dtype)}
+        return {"token_ids": np.zeros((0, self.length + 1), np.int32)}
 
 
 def next_token_transform(batch, seed, rows=None):

@@ -37,14 +37,13 @@ def encode_texts(
 class TextEncoder:
     """A stream of labelled documents -> encoded rows; `encode_texts` on each batch (no state across them)."""
 
-    def __init__(self, sequence_length: int, start_id: int | None, end_id: int, pad_id: int, dtype=np.int32):
+    def __init__(self, sequence_length: int, start_id: int | None, end_id: int, pad_id: int):
         self.arguments = (sequence_length, start_id, end_id, pad_id)
-        self.dtype = dtype
 
     def add(self, token_ids: list[np.ndarray]) -> dict[str, np.ndarray]:
         encoded = encode_texts(token_ids, *self.arguments)
         return {
-            "token_ids": encoded["token_ids"].astype(self.dtype),
+            "token_ids": encoded["token_ids"],
             "padding_mask": encoded["padding_mask"].astype(np.uint8),
         }
 

@@ -22,8 +22,8 @@ class SequencePacker:
     (unless it is the only one). Rows come out as documents go in, so memory stays bounded.
     """
 
-    def __init__(self, sequence_length: int, cls_id: int, sep_id: int, pad_id: int, dtype=np.int32):
-        self.length, self.cls_id, self.sep_id, self.pad_id, self.dtype = sequence_length, cls_id, sep_id, pad_id, dtype
+    def __init__(self, sequence_length: int, cls_id: int, sep_id: int, pad_id: int):
+        self.length, self.cls_id, self.sep_id, self.pad_id = sequence_length, cls_id, sep_id, pad_id
         self._carry = np.zeros(0, np.int32)
         self._started = False
         self._rows = 0
@@ -40,7 +40,7 @@ class SequencePacker:
         body = self.length - 2
         full = len(stream) // body
         self._carry = stream[full * body :]
-        packed = np.empty((full, self.length), self.dtype)
+        packed = np.empty((full, self.length), np.int32)
         packed[:, 0], packed[:, -1] = self.cls_id, self.sep_id
         packed[:, 1:-1] = stream[: full * body].reshape(full, body)
         self._rows += full
@@ -49,8 +49,8 @@ class SequencePacker:
     def finish(self) -> dict[str, np.ndarray]:
         carry, self._carry = self._carry, np.zeros(0, np.int32)
         if len(carry) == 0 or (self._rows and len(carry) < (self.length - 2) // 2):
-            return {"token_ids": np.zeros((0, self.length), self.dtype)}
-        packed = np.full((1, self.length), self.pad_id, self.dtype)
+            return {"token_ids": np.zeros((0, self.length), np.int32)}
+        packed = np.full((1, self.length), self.pad_id, np.int32)
         packed[0, 0], packed[0, 1 : 1 + len(carry)], packed[0, 1 + len(carry)] = self.cls_id, carry, self.sep_id
         self._rows += 1
         return {"token_ids": packed}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import hashlib
 import json
 import shutil
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 
 from kerasboost.architectures import architecture
 from kerasboost.data.builtin import Document
-from kerasboost.data.cache import cache_dir, evict, touch
+from kerasboost.data.cache import cache_dir, digest, evict, touch
 from kerasboost.data.causal import CausalPacker
 from kerasboost.data.classification import TextEncoder, label_names
 from kerasboost.data.mlm import SequencePacker
@@ -75,7 +74,7 @@ def prepare_data(recipe: Recipe, run: RunDir | None = None, progress: TextIO | N
     tokenizer's files also go into `run`."""
     started = time.perf_counter()
     data = recipe.data
-    vocabulary_key = _digest(["vocabulary", *_inputs(recipe, with_validation=False)])
+    vocabulary_key = digest(["vocabulary", *_inputs(recipe, with_validation=False)])
     location = _location(recipe, vocabulary_key)
     existing = TokenStore(location) if is_store(location) else None
     trained = None
@@ -88,7 +87,7 @@ def prepare_data(recipe: Recipe, run: RunDir | None = None, progress: TextIO | N
             recipe.model, data, own, lambda: _training_texts(recipe, progress), identity, trained
         )
         names = _run_labels(recipe, run)
-        key = _digest([*_inputs(recipe, with_validation=True), json.dumps(names), *tokenizer_identity(tokenizer)])
+        key = digest([*_inputs(recipe, with_validation=True), json.dumps(names), *tokenizer_identity(tokenizer)])
         weights = tuple(source.weight for source in data.sources)
         if existing is not None:
             if existing.manifest.get("key") == key:
@@ -123,14 +122,6 @@ def _inputs(recipe: Recipe, with_validation: bool) -> list[str]:
     return inputs
 
 
-def _digest(parts: list[str]) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 def _location(recipe: Recipe, vocabulary_key: str) -> Path:
     """data.store, else the cache's store for these inputs, else (cache off) a directory removed at exit."""
     if recipe.data.store:
@@ -140,7 +131,7 @@ def _location(recipe: Recipe, vocabulary_key: str) -> Path:
         return path
     directory = cache_dir()
     if directory is not None:
-        return directory / "stores" / _digest([vocabulary_key, *_inputs(recipe, with_validation=True)])[:32]
+        return directory / "stores" / digest([vocabulary_key, *_inputs(recipe, with_validation=True)])[:32]
     scratch = Path(tempfile.mkdtemp(prefix="kerasboost-store-"))
     atexit.register(shutil.rmtree, scratch, True)
     return scratch / "store"
@@ -256,15 +247,14 @@ def _builders(recipe: Recipe, tokenizer):
     """A factory of the task's example builder, given (split, source); and whether a document is
     tokenised as segments (next-sentence pairs) rather than whole."""
     data = recipe.data
-    dtype = token_dtype(tokenizer.vocabulary_size())
     spec = architecture(recipe.model.backbone)
     if recipe.task == "causal_lm":
-        return (lambda split, source: CausalPacker(data.sequence_length, tokenizer.end_token_id, dtype)), False
+        return (lambda split, source: CausalPacker(data.sequence_length, tokenizer.end_token_id)), False
     if recipe.task == "classification":
         start, end = spec.text_ends
         start_id = getattr(tokenizer, start) if start else None
         ids = (start_id, getattr(tokenizer, end), tokenizer.pad_token_id)
-        return (lambda split, source: TextEncoder(data.sequence_length, *ids, dtype)), False
+        return (lambda split, source: TextEncoder(data.sequence_length, *ids)), False
     if recipe.task == "bert_pretraining":
         ids = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
         seeds = {"train": recipe.seed, "validation": recipe.seed + 1}
@@ -274,9 +264,7 @@ def _builders(recipe: Recipe, tokenizer):
             )
         ), True
     start, end = (getattr(tokenizer, name) for name in spec.text_ends)
-    return (
-        lambda split, source: SequencePacker(data.sequence_length, start, end, tokenizer.pad_token_id, dtype)
-    ), False
+    return (lambda split, source: SequencePacker(data.sequence_length, start, end, tokenizer.pad_token_id)), False
 
 
 def _write_store(
@@ -354,7 +342,8 @@ def _write_store(
 
 
 def _add(writer: StoreWriter, where: tuple[str, int], rows: dict[str, np.ndarray], tokenizer) -> int:
-    """Writes a builder's rows (token ids in the store's narrow type); returns how many."""
+    """Writes a builder's rows, their token ids in the store's narrow type (the one place they are
+    narrowed, for every task); returns how many."""
     if "token_ids" not in rows:
         return 0
     rows = {**rows, "token_ids": rows["token_ids"].astype(token_dtype(tokenizer.vocabulary_size()))}
