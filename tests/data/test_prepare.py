@@ -240,3 +240,12 @@ def test_the_tokenizer_files_go_into_the_run_directory(tmp_path):
     prepared = prepare_data(recipe(tmp_path), progress=None)
     prepared.save_tokenizer(RunDir(run))
     assert (run / "vocabulary.txt").read_text(encoding="utf-8").splitlines() == prepared.tokenizer.get_vocabulary()
+
+
+def test_a_data_store_directory_holding_other_files_is_refused_and_kept(tmp_path):
+    write_text(tmp_path / "corpus.txt", corpus())
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "notes.txt").write_text("precious\n")
+    with pytest.raises(DataError, match=r"data.store: .*store exists and is not a kerasboost token store"):
+        prepare_data(recipe(tmp_path, store=str(tmp_path / "store")), progress=None)
+    assert (tmp_path / "store" / "notes.txt").read_text() == "precious\n"
