@@ -15,7 +15,7 @@ import click
 import yaml
 
 from kerasboost.distribute import check_strategy
-from kerasboost.errors import InputError
+from kerasboost.errors import InputError, RunFailure
 from kerasboost.recipe import BACKENDS, BUNDLED_RECIPES, check_files, find_recipe, load_recipe
 from kerasboost.version import __version__
 
@@ -511,9 +511,21 @@ def main() -> None:
             traceback.print_exc()
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except RunFailure as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as err:
+        if debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        hint = "" if debug else " (run with --debug for the traceback)"
+        click.echo(f"error: {where}{err.strerror or err}{hint}", err=True)
+        sys.exit(1)
     except Exception as err:  # noqa: BLE001  (any other failure is a runtime error: exit 1)
         if debug:
             traceback.print_exc()

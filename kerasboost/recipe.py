@@ -154,6 +154,10 @@ class TrainConfig(_Section):
     jit_compile: bool | Literal["auto"] = "auto"
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     kernels: Literal["auto", "keras"] = "auto"  # keras: Keras' own layers and AdamW, no kerasboost kernel
+    # A NaN or Inf loss: `stop` the run before those weights are written anywhere, or `skip` the step's
+    # update (counted, logged) and stop once more than max_skipped_steps were skipped.
+    nonfinite: Literal["stop", "skip"] = "stop"
+    max_skipped_steps: int = Field(default=10, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -303,9 +307,17 @@ def load_recipe(
     return _validate(raw, source=str(path))
 
 
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_NODES = 100_000  # values after anchors and aliases are expanded
+
+
 def _read_yaml(path: Path) -> dict:
+    """A recipe file's mapping, refused in one line when it is no recipe: missing, too big, not UTF-8,
+    bad YAML, empty, or an alias bomb (anchors that expand past MAX_RECIPE_NODES values)."""
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: {path.stat().st_size:,} bytes; a recipe holds at most {MAX_RECIPE_BYTES:,}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -318,10 +330,34 @@ def _read_yaml(path: Path) -> dict:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise RecipeError(f"{path}: YAML syntax error: {where}{problem}") from None
     if data is None:
-        return {}
+        raise RecipeError(f"{path}: the recipe is empty (give at least a task, or base: another recipe)")
+    if _expanded_size(data, {}, set()) > MAX_RECIPE_NODES:
+        raise RecipeError(f"{path}: anchors and aliases expand to more than {MAX_RECIPE_NODES:,} values")
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values `value` holds once aliases are copied out; each shared node is sized once, so
+    this takes time linear in the file however far its aliases would expand."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        return MAX_RECIPE_NODES + 1  # an alias to its own ancestor never ends
+    open_.add(key)
+    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_)
+        if total > MAX_RECIPE_NODES:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
 
 
 def _load_with_bases(path: Path, stack: tuple[Path, ...]) -> dict:

@@ -6,7 +6,8 @@ runs/<name>/<timestamp>/        (or --output-dir)
     labels.json                 classification: label names, index = class id
     metrics.jsonl               one line per evaluation (step 0 is before training)
     logs/train, logs/validation TensorBoard event files
-    checkpoints/step-NNNNNNNN/  model + optimizer weights and the step, for --resume
+    checkpoints/step-NNNNNNNN/  model + optimizer weights, random state and the step, for --resume
+    .lock                       held by the run writing this directory
     preset/                     keras-hub preset of the trained backbone (adapters merged) and tokenizer
     adapter/                    with peft: the adapter alone (adapter_config.json + safetensors)
 runs/<name>/latest              link to the newest run of that name
@@ -14,8 +15,11 @@ runs/<name>/latest              link to the newest run of that name
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +107,8 @@ def existing_run_dir(name: str, output_dir: str | None = None) -> RunDir:
         if output_dir is not None:
             raise InputError(f"--output-dir: {root} is not a run directory, nothing to resume")
         raise InputError(f"--resume: no earlier run of '{name}' to continue ({root} does not exist)")
+    if not (root / "recipe.yaml").is_file():
+        raise InputError(f"--resume: {root} holds no recipe.yaml: it is not a kerasboost run directory")
     return RunDir(root.resolve())
 
 
@@ -111,3 +117,33 @@ def preset_directory(path: str) -> Path:
     (so `model.preset: runs/<name>/latest` works)."""
     path = Path(path)
     return path / "preset" if (path / "preset" / "config.json").is_file() else path
+
+
+@contextlib.contextmanager
+def locked(run: RunDir):
+    """Holds an exclusive lock on the run directory while a run writes it; the operating system releases
+    it when the process ends, however it ends, so a killed run never leaves a stale lock."""
+    handle = (run.root / ".lock").open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(f"{run.root}: another kerasboost run ({holder}) is writing this run directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield run
+    finally:
+        handle.close()
+
+
+def discard(run: RunDir) -> None:
+    """Removes a run directory that never reached its first step (and `latest` if it pointed there), so a
+    retry starts clean."""
+    shutil.rmtree(run.root, ignore_errors=True)
+    latest = run.root.parent / "latest"
+    if latest.is_symlink() and os.readlink(latest) == run.root.name:
+        latest.unlink()

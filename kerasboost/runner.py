@@ -35,12 +35,13 @@ from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft
 from kerasboost.recipe import ModelConfig, Recipe, TrainConfig, load_recipe
-from kerasboost.rundir import RunDir, existing_run_dir, new_run_dir
+from kerasboost.rundir import RunDir, discard, existing_run_dir, locked, new_run_dir
 from kerasboost.tasks import prepare_task
 from kerasboost.tasks.task import Task
-from kerasboost.train.checkpoints import latest_checkpoint, load_weights, restore_checkpoint
+from kerasboost.train.checkpoints import Checkpoint, check_room, load_weights, newest_intact, restore_checkpoint
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
-from kerasboost.train.logging import RunLog
+from kerasboost.train.guards import check_finite_weights
+from kerasboost.train.logging import RunLog, forget_after
 from kerasboost.train.loop import train, validation_metrics
 from kerasboost.train.optimizer import build_optimizer
 from kerasboost.version import __version__
@@ -75,24 +76,60 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
     data = prepare_data(
         recipe, run_dir, progress=sys.stdout
     )  # before the run directory is made: bad data leaves nothing behind
+    fresh = run_dir is None
     if distributed.primary:
         run_dir = run_dir or new_run_dir(recipe.name, output_dir)
-    checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
-    if resume and checkpoint is None:
-        raise InputError(f"--resume: {run_dir.checkpoints} holds no checkpoint")
+        run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")  # first: a started run can --resume
+    checkpoint = newest_intact(run_dir.checkpoints, warn=_say) if resume else None
     if not distributed.primary:
         run_dir = _scratch_copy(run_dir, scratch)
+    with locked(run_dir) if distributed.primary else contextlib.nullcontext():
+        try:
+            task, total_steps, log, speed = _start(recipe, precision, run_dir, data, distributed, checkpoint, resume)
+        except BaseException:
+            if fresh and distributed.primary:
+                discard(run_dir)  # nothing trained yet: nothing to keep, nothing that blocks a retry
+            raise
+        start_step = checkpoint.step if checkpoint else 0
+        result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed)
+        replicas = distributed.check_replicas(task.model)
+        if replicas:
+            print(replicas, flush=True)
+        if distributed.saves_weights:
+            check_finite_weights(task.model, result.final_step)
+            if recipe.export.preset:
+                export_preset(task.backbone, task.tokenizer, run_dir.preset)
+            if recipe.peft is not None:
+                save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
+    _print_summary(run_dir, result, speed, time.perf_counter() - started)
+    return run_dir
+
+
+def _start(
+    recipe: Recipe,
+    precision: Precision,
+    run_dir: RunDir,
+    data: PreparedData,
+    distributed: Distributed,
+    checkpoint: Checkpoint | None,
+    resume: bool,
+):
+    """Everything before the first step: tokenizer files, the task (restored from `checkpoint`), the
+    printed description of the run, and its log with anything past the checkpoint forgotten."""
     data.save_tokenizer(run_dir)
     print(f"run directory: {run_dir.root}", flush=True)
-    run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")
-
     task, total_steps = build_task(recipe, run_dir, data, distributed)
     start_step = 0
     with distributed.scope():
         if checkpoint is not None:
-            restore_checkpoint(task.model, checkpoint[0])
-            start_step = checkpoint[1]
-            print(f"resuming from {checkpoint[0]} at step {start_step}", flush=True)
+            restore_checkpoint(task.model, checkpoint)
+            start_step = checkpoint.step
+            print(f"resuming from {checkpoint.path} at step {start_step}", flush=True)
+        elif resume:
+            print(f"{run_dir.checkpoints} holds no checkpoint yet: training again from step 0", flush=True)
+        if distributed.saves_weights:
+            task.model.optimizer.build(task.model.trainable_variables)
+            check_room(task.model, run_dir.checkpoints)  # a full disk fails now, not after the first period
     distributed.prepare(task.model)
     for line in task.summary:
         print(line, flush=True)
@@ -109,20 +146,17 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
     for line in filter(None, layout):
         print(line, flush=True)
 
+    if resume and distributed.primary:
+        forget_after(run_dir.logs, run_dir.metrics_file, start_step if checkpoint else -1)
     log = RunLog(run_dir.logs, run_dir.metrics_file, recipe.logging.tensorboard and distributed.primary)
-    log.text("recipe", start_step, "```\n" + recipe.to_yaml() + "```")
-    log.text("distribution", start_step, "\n\n".join(filter(None, layout)))
-    result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed)
-    replicas = distributed.check_replicas(task.model)
-    if replicas:
-        print(replicas, flush=True)
-    if distributed.saves_weights:
-        if recipe.export.preset:
-            export_preset(task.backbone, task.tokenizer, run_dir.preset)
-        if recipe.peft is not None:
-            save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
-    _print_summary(run_dir, result, speed, time.perf_counter() - started)
-    return run_dir
+    if start_step == 0:
+        log.text("recipe", start_step, "```\n" + recipe.to_yaml() + "```")
+        log.text("distribution", start_step, "\n\n".join(filter(None, layout)))
+    return task, total_steps, log, speed
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def swap_faster_kernels(model, config: TrainConfig, compiled: bool | None) -> dict[str, int]:
@@ -229,12 +263,12 @@ def load_trained(run: str | Path, recipe: Recipe | None = None) -> TrainedRun:
     the tokenizer and labels of its run directory, and the weights of its newest checkpoint."""
     run_dir = RunDir(Path(run).resolve())
     recipe = recipe or load_recipe(run_dir.recipe_file)
-    checkpoint = latest_checkpoint(run_dir.checkpoints)
+    checkpoint = newest_intact(run_dir.checkpoints, warn=_say)
     if checkpoint is None:
-        raise InputError(f"{run_dir.checkpoints}: the run holds no checkpoint")
+        raise InputError(f"{run_dir.checkpoints}: the run holds no intact checkpoint")
     task = _prepared_task(recipe, run_dir)
-    load_weights(task.model, checkpoint[0])
-    return TrainedRun(task, run_dir, recipe, checkpoint[1])
+    load_weights(task.model, checkpoint)
+    return TrainedRun(task, run_dir, recipe, checkpoint.step)
 
 
 def _prepared_task(recipe: Recipe, run_dir: RunDir) -> Task:

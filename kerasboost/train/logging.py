@@ -1,14 +1,17 @@
 """What a run records: TensorBoard writers, metrics.jsonl, and the per-step logging callback.
 
 Steps are optimizer updates counted from the start of the run (not of this process), so a resumed run
-continues the same curves. The counting happens here, not from `optimizer.iterations`, because JAX
-syncs variables back to Keras only at the end of `fit`.
+continues the same curves: `forget_after` first removes what the stopped process logged past the
+checkpoint it resumes from (metrics.jsonl lines and TensorBoard events alike, rewritten atomically), so no
+step is logged twice and no orphaned point stays. The counting happens here, not from
+`optimizer.iterations`, because JAX syncs variables back to Keras only at the end of `fit`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -136,6 +139,50 @@ class StepLogger(MicroBatchCounter):
                 "mfu": self.speed.mfu(tokens_per_second),
             },
         )
+
+
+def forget_after(logs_dir: Path, metrics_file: Path, step: int) -> None:
+    """Drops every metrics.jsonl line and TensorBoard event of a step after `step` (-1: all of them)."""
+    if metrics_file.is_file():
+        lines = metrics_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _jsonl_step(line) <= step]
+        if len(kept) != len(lines):
+            _replace(metrics_file, lambda path: path.write_text("".join(kept), encoding="utf-8"))
+    for events in sorted(logs_dir.glob("*/events.out.tfevents.*")) if logs_dir.is_dir() else []:
+        _forget_events_after(events, step)
+
+
+def _jsonl_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a line cut short by a kill: past any checkpoint
+
+
+def _forget_events_after(path: Path, step: int) -> None:
+    kept, dropped = [], False
+    try:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            if event.step <= step or event.HasField("file_version"):
+                kept.append(event.SerializeToString())
+            else:
+                dropped = True
+    except tf.errors.DataLossError:
+        dropped = True  # the record the stopped process was writing
+    if dropped:
+
+        def write(target: Path) -> None:
+            with tf.io.TFRecordWriter(str(target)) as writer:
+                for record in kept:
+                    writer.write(record)
+
+        _replace(path, write)
+
+
+def _replace(path: Path, write) -> None:
+    partial = path.parent / ".rewriting"  # TensorBoard reads every file whose name holds "tfevents"
+    write(partial)
+    os.replace(partial, path)
 
 
 def learning_rate(schedule, step: int) -> float:

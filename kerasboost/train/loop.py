@@ -2,7 +2,12 @@
 
 Keras "epochs" here are evaluation periods of `train.eval_every` optimizer steps; a callback evaluates,
 logs and checkpoints at the end of each, and stops training at exactly `total_steps`. One `fit` call
-(rather than one per period) keeps one input iterator alive for the whole run.
+(rather than one per period) keeps one input iterator alive for the whole run; a run resumed inside a
+period first trains to the period's end in a `fit` of its own, so evaluations and checkpoints fall on the
+same steps as in a run that was never stopped.
+
+A signal stops the run at the next optimizer step with a checkpoint of that step (`Preempted`); a
+non-finite loss stops it before anything is written (train/guards.py).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import keras
 
 from kerasboost.data.pipeline import evaluation_batches, training_batches
 from kerasboost.distribute import Distributed
+from kerasboost.errors import Preempted
 from kerasboost.recipe import CheckpointConfig, Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.train.checkpoints import save_checkpoint
 from kerasboost.train.flops import Speed
+from kerasboost.train.guards import Preemption, StepGuard, check_finite_weights
 from kerasboost.train.logging import RunLog, StepLogger, learning_rate, perplexity
 from kerasboost.train.optimizer import build_schedule
 
@@ -44,6 +51,7 @@ class PeriodEnd(keras.callbacks.Callback):
         total_steps: int,
         tokens_per_step: int,
         distributed: Distributed,
+        preemption: Preemption,
     ):
         super().__init__()
         self.evaluate = evaluate
@@ -53,7 +61,9 @@ class PeriodEnd(keras.callbacks.Callback):
         self.run = run
         self.total_steps = total_steps
         self.tokens_per_step = tokens_per_step
+        self.preemption = preemption
         self.result = TrainResult(final_step=steps.step)
+        self.checkpointed: int | None = None
         self._steady = [0, 0.0]  # tokens, seconds, over periods after the first (which pays for compilation)
         self._period = (0.0, 0)
 
@@ -61,9 +71,13 @@ class PeriodEnd(keras.callbacks.Callback):
         self._period = (time.perf_counter(), self.steps.step)
 
     def on_epoch_end(self, epoch, logs=None):
+        step = self.steps.step
+        if self.preemption.signal is not None:  # no evaluation: the scheduler's grace period is short
+            self._checkpoint(step)
+            self.result.final_step = step
+            return
         started, first_step = self._period
         seconds = time.perf_counter() - started
-        step = self.steps.step
         tokens = (step - first_step) * self.tokens_per_step
         if epoch > 0:
             self._steady[0] += tokens
@@ -72,12 +86,19 @@ class PeriodEnd(keras.callbacks.Callback):
             self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds)
         )
         every = self.checkpoints.every_steps
-        due = (every and step // every > self.result.final_step // every) or step == self.total_steps
-        if due and self.distributed.saves_weights:
-            save_checkpoint(self.model, self.run.checkpoints, step, self.checkpoints.keep)
+        if (every and step // every > self.result.final_step // every) or step == self.total_steps:
+            self._checkpoint(step)
         self.result.final_step = step
         if self._steady[1]:
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
+
+    def _checkpoint(self, step: int) -> None:
+        if step == self.checkpointed:
+            return
+        check_finite_weights(self.model, step)
+        if self.distributed.saves_weights:
+            save_checkpoint(self.model, self.run.checkpoints, step, self.checkpoints.keep)
+        self.checkpointed = step
 
 
 def train(
@@ -124,6 +145,7 @@ def train(
         speed,
         distributed.mean,
     )
+    preemption = Preemption()
     period_end = PeriodEnd(
         evaluate,
         steps,
@@ -132,31 +154,54 @@ def train(
         total_steps,
         config.batch_size * batches.tokens_per_example,
         distributed,
+        preemption,
     )
-    if start_step == 0:
-        period_end.result.evaluations.append(evaluate(0))
-    remaining = total_steps - start_step
-    if remaining > 0:
-        dataset = training_batches(
-            batches,
-            micro_batch,
-            recipe.seed,
-            start_step * accumulation,
-            remaining * accumulation,
-            distributed.data_shard(),
-        )
-        model.fit(
-            dataset,
-            epochs=math.ceil(remaining / config.eval_every),
-            steps_per_epoch=config.eval_every * accumulation,
-            callbacks=[steps, period_end],
-            shuffle=False,
-            verbose=1 if sys.stdout.isatty() else 0,
+    guard = StepGuard(steps, preemption, config.nonfinite)
+    with preemption.installed():
+        if start_step == 0:
+            period_end.result.evaluations.append(evaluate(0))
+        for first, count in _segments(start_step, total_steps, config.eval_every):
+            if preemption.signal is not None:
+                break
+            model.fit(
+                training_batches(
+                    batches,
+                    micro_batch,
+                    recipe.seed,
+                    first * accumulation,
+                    count * accumulation,
+                    distributed.data_shard(),
+                ),
+                epochs=math.ceil(count / config.eval_every),
+                steps_per_epoch=min(count, config.eval_every) * accumulation,
+                callbacks=[steps, guard, period_end],
+                shuffle=False,
+                verbose=1 if sys.stdout.isatty() else 0,
+            )
+    if preemption.signal is not None and period_end.result.final_step < total_steps:
+        log.flush()
+        saved = period_end.checkpointed
+        where = f"checkpoint {run.checkpoints}/step-{saved:08d}" if saved is not None else "no checkpoint"
+        raise Preempted(
+            f"{preemption.name} at step {period_end.result.final_step}: {where}; continue with --resume",
+            preemption.signal,
         )
     if task.after_training is not None:
         task.after_training(log, period_end.result.final_step)
     log.flush()
     return period_end.result
+
+
+def _segments(start_step: int, total_steps: int, eval_every: int) -> list[tuple[int, int]]:
+    """(first step, steps) of each `fit`: to the end of the period `start_step` falls in, then the rest."""
+    segments, step = [], start_step
+    if step % eval_every and step < total_steps:
+        first = min(eval_every - step % eval_every, total_steps - step)
+        segments.append((step, first))
+        step += first
+    if step < total_steps:
+        segments.append((step, total_steps - step))
+    return segments
 
 
 def validation_metrics(task, validation, log: RunLog, step: int) -> dict[str, float]:
