@@ -26,7 +26,7 @@ from kerasboost.recipe import CheckpointConfig, Recipe
 from kerasboost.rundir import RunDir
 from kerasboost.train.checkpoints import save_checkpoint
 from kerasboost.train.flops import Speed
-from kerasboost.train.guards import Preemption, StepGuard, check_finite_weights
+from kerasboost.train.guards import NonFiniteLoss, Preemption, StepGuard, check_finite_weights
 from kerasboost.train.logging import RunLog, StepLogger, learning_rate, perplexity
 from kerasboost.train.optimizer import build_schedule
 
@@ -52,8 +52,10 @@ class PeriodEnd(keras.callbacks.Callback):
         tokens_per_step: int,
         distributed: Distributed,
         preemption: Preemption,
+        max_skipped_steps: int,
     ):
         super().__init__()
+        self.max_skipped_steps = max_skipped_steps
         self.evaluate = evaluate
         self.distributed = distributed
         self.steps = steps
@@ -82,9 +84,16 @@ class PeriodEnd(keras.callbacks.Callback):
         if epoch > 0:
             self._steady[0] += tokens
             self._steady[1] += seconds
+        skipped = getattr(self.model.optimizer, "skipped_steps", None)
+        skipped = None if skipped is None else int(keras.ops.convert_to_numpy(skipped))
         self.result.evaluations.append(
-            self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds)
+            self.evaluate(step, self.distributed.mean(float(logs["loss"])), tokens / seconds, skipped)
         )
+        if skipped is not None and skipped > self.max_skipped_steps:
+            raise NonFiniteLoss(
+                f"step {step}: {skipped} steps skipped for a non-finite update, more than "
+                f"train.max_skipped_steps ({self.max_skipped_steps}); the last checkpoint is the last good state"
+            )
         every = self.checkpoints.every_steps
         if (every and step // every > self.result.final_step // every) or step == self.total_steps:
             self._checkpoint(step)
@@ -130,9 +139,11 @@ def train(
     )
     schedule = build_schedule(config, total_steps)
 
-    def evaluate(step: int, train_loss=None, tokens_per_second=None) -> dict:
+    def evaluate(step: int, train_loss=None, tokens_per_second=None, skipped=None) -> dict:
         values = validation_metrics(task, validation, log, step)
-        return _report(values, log, step, total_steps, schedule, train_loss, tokens_per_second)
+        if skipped is not None:
+            log.scalars("train", step, {"skipped_steps": skipped})
+        return _report(values, log, step, total_steps, schedule, train_loss, tokens_per_second, skipped)
 
     steps = StepLogger(
         log,
@@ -155,6 +166,7 @@ def train(
         config.batch_size * batches.tokens_per_example,
         distributed,
         preemption,
+        config.max_skipped_steps,
     )
     guard = StepGuard(steps, preemption, config.nonfinite)
     with preemption.installed():
@@ -217,9 +229,18 @@ def validation_metrics(task, validation, log: RunLog, step: int) -> dict[str, fl
 
 
 def _report(
-    values: dict, log: RunLog, step: int, total_steps: int, schedule, train_loss=None, tokens_per_second=None
+    values: dict,
+    log: RunLog,
+    step: int,
+    total_steps: int,
+    schedule,
+    train_loss=None,
+    tokens_per_second=None,
+    skipped=None,
 ) -> dict:
     entry = {"step": step, "learning_rate": learning_rate(schedule, step), **{f"val_{k}": v for k, v in values.items()}}
+    if skipped is not None:
+        entry["skipped_steps"] = skipped
     shown = f"step {step:>{len(str(total_steps))}}/{total_steps}"
     if train_loss is not None:
         entry.update(loss=train_loss, tokens_per_second=tokens_per_second)
@@ -231,5 +252,7 @@ def _report(
     )
     if tokens_per_second:
         shown += f"  {tokens_per_second:,.0f} tokens/s"
+    if skipped:
+        shown += f"  {skipped} skipped"
     print(shown, flush=True)
     return entry

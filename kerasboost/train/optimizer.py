@@ -1,4 +1,5 @@
-"""AdamW with BERT's conventions: warm-up then decay, no weight decay on LayerNorm and biases."""
+"""AdamW with BERT's conventions: warm-up then decay, no weight decay on LayerNorm and biases; and, with
+`train.nonfinite: skip`, an update that leaves no trace when it would make a weight NaN or Inf."""
 
 from __future__ import annotations
 
@@ -51,12 +52,38 @@ def build_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
     )
 
 
+class SkipsNonFiniteSteps:
+    """Mixed into an optimizer class: an update that would leave a non-finite weight or slot is undone
+    (weights, slots and accumulators keep their values; `iterations` still counts the step, so the
+    schedule stays on the run's steps) and counted in `skipped_steps`, a variable checkpointed with the
+    optimizer. Judged on the updated values rather than the gradients, so a NaN loss, an Inf gradient and
+    an overflowing slot are all caught, on every backend with plain `keras.ops` (Keras' JAX optimizer
+    selects accumulator updates the same way). Costs a copy of the weights and slots per step."""
+
+    def build(self, variables):
+        super().build(variables)
+        self.skipped_steps = self.add_variable((), initializer="zeros", dtype="int32", name="skipped_steps")
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        own = {id(self.iterations), id(self.skipped_steps)}
+        state = [v for v in (*trainable_variables, *self.variables) if id(v) not in own]
+        before = [ops.copy(v.value) for v in state]
+        super()._backend_apply_gradients(grads, trainable_variables)
+        finite = ops.all(ops.stack([ops.all(ops.isfinite(v.value)) for v in state]))
+        for variable, old in zip(state, before):
+            variable.assign(ops.where(finite, variable.value, old))
+        self.skipped_steps.assign_add(ops.where(finite, 0, 1))
+
+
 def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.AdamW:
     """AdamW on `WarmupDecay`; `total_steps` counts optimizer updates, not micro-batches. On TensorFlow,
     `FusedAdamW` (TensorFlow's Adam kernel, sparse gradients summed first) unless `kernels: keras`;
-    elsewhere Keras' own."""
+    elsewhere Keras' own; `SkipsNonFiniteSteps` mixed in with `nonfinite: skip`."""
     fused = keras.backend.backend() == "tensorflow" and config.kernels == "auto"
-    optimizer = (FusedAdamW if fused else keras.optimizers.AdamW)(
+    kind = FusedAdamW if fused else keras.optimizers.AdamW
+    if config.nonfinite == "skip":
+        kind = type(f"Skipping{kind.__name__}", (SkipsNonFiniteSteps, kind), {})
+    optimizer = kind(
         learning_rate=build_schedule(config, total_steps),
         weight_decay=config.weight_decay,
         beta_1=config.beta_1,
