@@ -72,18 +72,21 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
     )
     precision = use_precision(recipe.train.precision)
     recipe = _resolved(recipe, precision)
-    run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
-    data = prepare_data(
-        recipe, run_dir, progress=sys.stdout
-    )  # before the run directory is made: bad data leaves nothing behind
-    fresh = run_dir is None
-    if distributed.primary:
-        run_dir = run_dir or new_run_dir(recipe.name, output_dir)
-        run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")  # first: a started run can --resume
-    checkpoint = newest_intact(run_dir.checkpoints, warn=_say) if resume else None
-    if not distributed.primary:
-        run_dir = _scratch_copy(run_dir, scratch)
-    with locked(run_dir) if distributed.primary else contextlib.nullcontext():
+    with contextlib.ExitStack() as held:
+        run_dir = existing_run_dir(recipe.name, output_dir) if resume else None
+        if run_dir is not None and distributed.primary:
+            held.enter_context(locked(run_dir))  # before anything is written into it
+        data = prepare_data(
+            recipe, run_dir, progress=sys.stdout
+        )  # before the run directory is made: bad data leaves nothing behind
+        fresh = run_dir is None
+        if distributed.primary:
+            if fresh:
+                run_dir = held.enter_context(locked(new_run_dir(recipe.name, output_dir)))
+            run_dir.recipe_file.write_text(recipe.to_yaml(), encoding="utf-8")  # first: a started run can --resume
+        checkpoint = newest_intact(run_dir.checkpoints, warn=_say) if resume else None
+        if not distributed.primary:
+            run_dir = _scratch_copy(run_dir, scratch)
         try:
             task, total_steps, log, speed = _start(recipe, precision, run_dir, data, distributed, checkpoint, resume)
         except BaseException:

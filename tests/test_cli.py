@@ -231,3 +231,37 @@ def test_prepare_writes_a_store_that_a_second_prepare_reuses_and_refuses_a_corru
     assert process.returncode == 2 and len(process.stderr.strip().splitlines()) == 1, process.stderr
     assert f"{broken}: truncated or corrupt gzip data" in process.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_a_second_run_on_a_locked_run_directory_is_refused(tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("task: mlm\n")
+    with (run / ".lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242\n")
+        held.flush()
+        process = kerasboost(
+            "run", "recipes/mlm.yaml", "--resume", "--output-dir", str(run), "--set", "data.max_documents=50"
+        )
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.strip().splitlines() == [
+        f"error: {run.resolve()}: another kerasboost run (pid 4242) is writing this run directory"
+    ]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "recipe.yaml"]
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_nothing(tmp_path):
+    broken = tmp_path / "checkpoint"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
+    out = tmp_path / "run"
+    args = ["run", "recipes/mlm.yaml", "--output-dir", str(out), "--set", f"model.preset={broken}"]
+    args += ["--set", "data.max_documents=50", "--set", "data.vocabulary_size=200"]
+    first = kerasboost(*args, backend="torch")
+    assert first.returncode in (1, 2) and len(first.stderr.strip().splitlines()) == 1, first.stderr
+    assert not out.exists()
+    again = kerasboost(*args, backend="torch")
+    assert "already holds a run" not in again.stderr and not out.exists()

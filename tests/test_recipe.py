@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,38 @@ def test_show_prints_the_resolved_recipe(tmp_path):
 def test_missing_recipe_file(tmp_path):
     process = kerasboost("validate", str(tmp_path / "nope.yaml"))
     assert process.returncode == 2 and "nope.yaml: recipe file not found" in process.stderr
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi")
+)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "the recipe is empty"),
+        ("# nothing but a comment\n\n", "the recipe is empty"),
+        (BOMB, "anchors and aliases expand to more than 100,000 values"),
+        ("a: &a [*a]\n", "anchors and aliases expand to more than"),
+        ("task: mlm\n" + "#" * (1 << 20) + "\n", "a recipe holds at most 1,048,576"),
+    ],
+    ids=["empty", "comment-only", "billion-laughs", "self-alias", "too-big"],
+)
+def test_hostile_recipe_is_refused_quickly_in_one_line(tmp_path, text, expected):
+    path = write(tmp_path, "hostile.yaml", text)
+    for command in ("validate", "run"):
+        started = time.perf_counter()
+        process = kerasboost(command, str(path), backend="tensorflow")
+        assert time.perf_counter() - started < 10  # a Python start-up, not the expansion
+        assert process.returncode == 2, process.stderr
+        assert process.stderr.strip().splitlines() == [f"error: {path}: " + process.stderr.split(": ", 2)[2].strip()]
+        assert expected in process.stderr and "Traceback" not in process.stderr
+
+
+def test_an_alias_bomb_is_refused_within_a_second(tmp_path):
+    path = write(tmp_path, "bomb.yaml", BOMB)
+    started = time.perf_counter()
+    with pytest.raises(RecipeError, match="expand to more than"):
+        load_recipe(path)
+    assert time.perf_counter() - started < 1.0

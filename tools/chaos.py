@@ -5,6 +5,7 @@ checkpoints every few steps), then
   kill     SIGKILL at N seeded random moments, `--resume` after each; final weights against the reference
   term     SIGTERM at N seeded random moments: exit 143 with a checkpoint at the step it stopped, resume
   nan      learning rate 1e6: exit 1 in one line, no checkpoint or export holds a non-finite weight
+  skip     the same with `train.nonfinite: skip`: updates skipped and counted, then exit 1 in one line
   corrupt  the reference's newest checkpoint truncated: `--resume` warns, takes the one before, and ends
            bitwise equal to the reference
   disk     the run directory on a small tmpfs (mounted when this process may, else ENOSPC injected into
@@ -215,6 +216,26 @@ def nan_case(backend: str, args, workdir: Path) -> dict:
     }
 
 
+def skip_case(backend: str, args, workdir: Path) -> dict:
+    """`train.nonfinite: skip` with a learning rate that overflows: updates skipped, counted, then a stop."""
+    run = workdir / f"skip-{backend}"
+    shutil.rmtree(run, ignore_errors=True)
+    more = ["train.learning_rate=1e6", "train.nonfinite=skip", "train.max_skipped_steps=1"]
+    code, out, err = finish(start(run, [*args, *(a for pair in more for a in ("--set", pair))], backend))
+    lines = err.strip().splitlines()
+    problems = []
+    if code != 1 or len(lines) != 1 or "steps skipped" not in lines[0]:
+        problems.append(f"exit {code}, stderr {lines[-3:]}")
+    entries = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    if not any(entry.get("skipped_steps") for entry in entries):
+        problems.append("metrics.jsonl records no skipped step")
+    for step_dir in (run / "checkpoints").glob("step-*") if (run / "checkpoints").is_dir() else []:
+        stored = weights(run, int(step_dir.name.split("-")[1]))
+        if not all(np.isfinite(v).all() for v in stored.values() if v.dtype.kind == "f"):
+            problems.append(f"{step_dir.name} holds non-finite weights")
+    return {"case": "skip", "backend": backend, "exit": code, "said": lines[-1:], "problems": problems}
+
+
 def corrupt_case(backend: str, reference: Path, args, steps: int, every: int, workdir: Path) -> dict:
     run = workdir / f"corrupt-{backend}"
     shutil.rmtree(run, ignore_errors=True)
@@ -290,17 +311,17 @@ def disk_case(backend: str, reference: Path, args, steps: int, every: int, workd
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default=",".join(BACKENDS))
-    parser.add_argument("--cases", default="kill,term,nan,corrupt,disk")
+    parser.add_argument("--cases", default="kill,term,nan,skip,corrupt,disk")
     parser.add_argument("--kills", type=int, default=10, help="random stops per kill/term case")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--every", type=int, default=10, help="evaluation and checkpoint period")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="2 stops per case, 12 steps (the suite's mode)")
+    parser.add_argument("--quick", action="store_true", help="1 stop per case, 12 steps (the suite's mode)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     options = parser.parse_args(argv)
     if options.quick:
-        options.kills, options.steps, options.every = 2, 12, 4
+        options.kills, options.steps, options.every = 1, 12, 4
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="kerasboost-chaos-"))
     cases = options.cases.split(",")
     rng = random.Random(options.seed)
@@ -325,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             elif case == "nan":
                 result = nan_case(backend, args, workdir)
+            elif case == "skip":
+                result = skip_case(backend, args, workdir)
             elif case == "corrupt":
                 result = corrupt_case(backend, reference, args, options.steps, options.every, workdir)
             else:
