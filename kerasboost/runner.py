@@ -89,12 +89,12 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
             run_dir = _scratch_copy(run_dir, scratch)
         try:
             task, total_steps, log, speed = _start(recipe, precision, run_dir, data, distributed, checkpoint, resume)
+            start_step = checkpoint.step if checkpoint else 0
+            result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed)
         except BaseException:
-            if fresh and distributed.primary:
-                discard(run_dir)  # nothing trained yet: nothing to keep, nothing that blocks a retry
+            if fresh and distributed.primary and newest_intact(run_dir.checkpoints) is None:
+                discard(run_dir)  # no checkpoint yet: nothing to keep, nothing that blocks a retry
             raise
-        start_step = checkpoint.step if checkpoint else 0
-        result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed)
         replicas = distributed.check_replicas(task.model)
         if replicas:
             print(replicas, flush=True)
