@@ -91,6 +91,33 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def global_random_state() -> dict:
+    """The backend's process-wide random state that a run draws from, for checkpoints. Only PyTorch has
+    one in use: Keras' dropout there takes torch's global generator when its seed generator was made
+    without a seed (its "fast path"). TensorFlow and JAX draw from seed generators only."""
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return {}
+    import torch
+
+    state = {"torch": torch.get_rng_state().numpy().tolist()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = [s.numpy().tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_global_random_state(state: dict) -> None:
+    """Puts back what `global_random_state` saved (nothing on other backends)."""
+    if "torch" not in state:
+        return
+    import torch
+
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["torch_cuda"]])
+
+
 @dataclass(frozen=True)
 class Precision:
     """A resolved `train.precision`: the Keras dtype policy, and why `auto` chose it ("" otherwise)."""

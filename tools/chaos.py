@@ -2,7 +2,8 @@
 
 For each backend: one uninterrupted reference run of recipes/mlm.yaml (tiny model, dropout 0.1,
 checkpoints every few steps), then
-  kill     SIGKILL at N seeded random moments, `--resume` after each; final weights against the reference
+  kill     SIGKILL at N seeded random moments (one in five during start-up, the rest while training),
+           `--resume` after each; final weights against the reference
   term     SIGTERM at N seeded random moments: exit 143 with a checkpoint at the step it stopped, resume
   nan      learning rate 1e6: exit 1 in one line, no checkpoint or export holds a non-finite weight
   skip     the same with `train.nonfinite: skip`: updates skipped and counted, then exit 1 in one line
@@ -166,21 +167,23 @@ def interrupted(
         resume = (run / "recipe.yaml").is_file()
         process = start(run, args, backend, resume=resume)
         training = _training_started(process)
-        # SIGKILL anywhere (start-up included); SIGTERM while training, where the run handles it.
-        delay = rng.uniform(0.0, seconds) if case == "kill" else rng.uniform(0.0, train_seconds)
+        # Mostly while training (from its first step line); one SIGKILL in five during start-up instead.
+        in_start_up = case == "kill" and rng.random() < 0.2
+        delay = rng.uniform(0.0, seconds - train_seconds if in_start_up else train_seconds)
         if case == "term" and stop == 0:
             delay = 0.0  # the first SIGTERM as training starts: always inside the run's handler
-        began = time.perf_counter() if case == "kill" else (training.wait(timeout=600) and time.perf_counter())
+        began = time.perf_counter() if in_start_up else (training.wait(timeout=600) and time.perf_counter())
         while process.poll() is None and time.perf_counter() - began < delay:
             time.sleep(0.05)
         if process.poll() is None:
             process.send_signal(number)
         code, out, err = finish_started(process)
-        stops.append({"after_s": round(delay, 1), "exit": code, "checkpoint": newest_step(run)})
+        moment = f"{delay:.1f} s into " + ("start-up" if in_start_up else "training")
+        stops.append({"at": moment, "exit": code, "checkpoint": newest_step(run)})
         if case == "term" and code == 143:
             said = [line for line in err.splitlines() if line.startswith("error: SIGTERM at step")]
             step = int(said[0].split("step ")[1].split(":")[0]) if said else None
-            if step is None or newest_step(run) != step:
+            if step is None or (newest_step(run) != step and not (step == 0 and "no checkpoint" in said[0])):
                 problems.append(f"SIGTERM: no checkpoint at the step it stopped ({said}, newest {newest_step(run)})")
         elif code not in (0, -number, 128 + number) and not (case == "term" and code == -signal.SIGTERM):
             problems.append(f"exit {code}: {err.strip().splitlines()[-1:]}")
@@ -282,7 +285,7 @@ def disk_case(backend: str, reference: Path, args, steps: int, every: int, workd
     mount = workdir / f"disk-{backend}"
     shutil.rmtree(mount, ignore_errors=True)
     mount.mkdir(parents=True)
-    checkpoint = sum(f.stat().st_size for f in (reference / "checkpoints" / f"step-{every:08d}").iterdir())
+    checkpoint = sum(f.stat().st_size for f in (reference / "checkpoints" / f"step-{steps:08d}").iterdir())
     before = sum(f.stat().st_size for f in reference.rglob("*") if f.is_file() and "checkpoints" not in f.parts)
     size = before + int(checkpoint * 2.3)  # the first checkpoint, not a second beside it
     mounted = (

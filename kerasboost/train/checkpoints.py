@@ -3,8 +3,8 @@
 checkpoints/step-NNNNNNNN/
     model.weights.h5    model and optimizer variables (Keras' weights file)
     state.json          the step, the random state of every `SeedGenerator` (dropout's: Keras' weights
-                        file leaves them out, so a resumed run would drop other units), and what the
-                        loop keeps across steps (skipped steps)
+                        file leaves them out, so a resumed run would drop other units) and the backend's
+                        global generator where one is drawn from (backend.global_random_state)
     manifest.json       every other file's size and SHA-256, written last
 
 A checkpoint is written into `.step-N.partial/`, each file fsync'd, the directory fsync'd, then renamed
@@ -29,6 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerasboost.backend import global_random_state, restore_global_random_state
 from kerasboost.errors import RunFailure
 
 _WEIGHTS = "model.weights.h5"
@@ -55,7 +56,7 @@ def save_checkpoint(model: keras.Model, directory: Path, step: int, keep: int, e
         with _h5py_errors_raised():
             partial.mkdir()
             model.save_weights(str(partial / _WEIGHTS))
-        state = {"step": step, "rng": _random_state(model), **(extra or {})}
+        state = {"step": step, "rng": _random_state(model), "global_rng": global_random_state(), **(extra or {})}
         (partial / _STATE).write_text(json.dumps(state) + "\n")
         files = sorted(p.name for p in partial.iterdir())
         manifest = {n: {"bytes": (partial / n).stat().st_size, "sha256": _sha256(partial / n)} for n in files}
@@ -116,10 +117,14 @@ def restore_checkpoint(model: keras.Model, checkpoint: Checkpoint) -> None:
     model.load_weights(str(checkpoint.path / _WEIGHTS))
     if "rng" not in checkpoint.state:
         return  # written before checkpoints kept the random state
+    restore_global_random_state(checkpoint.state.get("global_rng", {}))
     saved = checkpoint.state["rng"]
     variables = _seed_states(model)
-    if [path for path, _ in saved] != [v.path for v in variables]:
-        raise RunFailure(f"{checkpoint.path}: its random state is for another model (seed generators differ)")
+    if len(saved) != len(variables):  # by order: auto-numbered names differ between models built in one process
+        raise RunFailure(
+            f"{checkpoint.path}: its random state is for another model "
+            f"({len(saved)} seed generators, this model has {len(variables)})"
+        )
     for variable, (_, value) in zip(variables, saved):
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
