@@ -190,3 +190,37 @@ def test_modules_to_save_travel_with_the_adapter(tmp_path, kind):
     report = import_peft(again, base, tmp_path / "adapter", settings, seed=0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), ours, atol=1e-4)
     assert {v.path.split("/")[0] for v in again.trainable_weights} >= {"classifier"}, report
+
+
+def test_a_peft_adapter_that_does_not_fit_is_refused_in_one_line(tmp_path):
+    """An adapter made by peft for a wider BERT, and one whose tensors were renamed, are input errors."""
+    from safetensors.numpy import load_file, save_file
+
+    from kerasboost.errors import InputError
+
+    torch.manual_seed(0)
+    wide = transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
+    )
+    peft.get_peft_model(wide, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query"])).save_pretrained(
+        tmp_path / "wide"
+    )
+    hf_model("bert", tmp_path / "base")
+    backbone, _ = our_model("bert", tmp_path / "base")
+    with pytest.raises(InputError, match=r"peft.adapter: .*query has lora_A \(4, 48\).*this model needs \(4, 32\)"):
+        import_peft(backbone, backbone, tmp_path / "wide", PeftConfig(), seed=0)
+
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "adapter_config.json").write_text((tmp_path / "wide" / "adapter_config.json").read_text())
+    tensors = load_file(tmp_path / "wide" / "adapter_model.safetensors")
+    save_file(
+        {key.replace("attention.self.query", "attention.self.nope"): v for key, v in tensors.items()},
+        renamed / "adapter_model.safetensors",
+    )
+    backbone, _ = our_model("bert", tmp_path / "base")
+    with pytest.raises(InputError, match="module '.*nope' is not in this BertBackbone") as error:
+        import_peft(backbone, backbone, renamed, PeftConfig(), seed=0)
+    assert "\n" not in str(error.value)
