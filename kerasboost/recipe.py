@@ -134,6 +134,21 @@ class GenerateConfig(_Section):
     seed: int = Field(default=0, ge=0)
 
 
+class MetricWatch(_Section):
+    """An evaluation metric as metrics.jsonl names it (val_loss, val_accuracy, val_macro_f1, ...), and
+    which way is better."""
+
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+
+
+class EarlyStoppingConfig(MetricWatch):
+    # Evaluations without an improvement larger than min_delta before the run stops (transformers'
+    # EarlyStoppingCallback counts the same way).
+    patience: int = Field(default=3, gt=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
 class TrainConfig(_Section):
     batch_size: int = Field(default=32, gt=0)
     steps: int | None = Field(default=None, gt=0)
@@ -158,6 +173,9 @@ class TrainConfig(_Section):
     # update (counted, logged) and stop once more than max_skipped_steps were skipped.
     nonfinite: Literal["stop", "skip"] = "stop"
     max_skipped_steps: int = Field(default=10, ge=0)
+    early_stopping: EarlyStoppingConfig | None = None
+    # Mixes a uniform distribution into the targets of classification and masked-LM losses.
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -193,6 +211,8 @@ class LoggingConfig(_Section):
 class CheckpointConfig(_Section):
     every_steps: int | None = Field(default=None, gt=0)
     keep: int = Field(default=2, gt=0)
+    # Also keep the best evaluation's checkpoint (checkpoints/best/, never pruned); exports use it.
+    best: MetricWatch | None = None
 
 
 class ExportConfig(_Section):

@@ -5,8 +5,10 @@ runs/<name>/<timestamp>/        (or --output-dir)
     vocabulary.txt              BERT's WordPiece vocabulary (GPT-2: vocabulary.json + merges.txt)
     labels.json                 classification: label names, index = class id
     metrics.jsonl               one line per evaluation (step 0 is before training)
+    outcome.json                the final step, why the run ended, the best step of each watched metric
     logs/train, logs/validation TensorBoard event files
     checkpoints/step-NNNNNNNN/  model + optimizer weights, random state and the step, for --resume
+    checkpoints/best/           with checkpoint.best: the best evaluation's checkpoint (exports use it)
     .lock                       held by the run writing this directory
     preset/                     keras-hub preset of the trained backbone (adapters merged) and tokenizer
     adapter/                    with peft: the adapter alone (adapter_config.json + safetensors)
@@ -55,6 +57,10 @@ class RunDir:
     @property
     def generations_file(self) -> Path:
         return self.root / "generations.jsonl"
+
+    @property
+    def outcome_file(self) -> Path:
+        return self.root / "outcome.json"
 
     @property
     def metrics_file(self) -> Path:

@@ -90,7 +90,8 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         try:
             task, total_steps, log, speed = _start(recipe, precision, run_dir, data, distributed, checkpoint, resume)
             start_step = checkpoint.step if checkpoint else 0
-            result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed)
+            resumed = checkpoint.state if checkpoint else None
+            result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed, resumed)
         except BaseException:
             if fresh and distributed.primary and newest_intact(run_dir.checkpoints) is None:
                 discard(run_dir)  # no checkpoint yet: nothing to keep, nothing that blocks a retry
@@ -98,6 +99,11 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         replicas = distributed.check_replicas(task.model)
         if replicas:
             print(replicas, flush=True)
+        _report_outcome(run_dir, result, distributed.primary)
+        best = newest_intact(run_dir.checkpoints / "best") if recipe.checkpoint.best else None
+        if best is not None:
+            load_weights(task.model, best)
+            print(f"exports are made from the best checkpoint, step {best.step}", flush=True)
         if distributed.saves_weights:
             check_finite_weights(task.model, result.final_step)
             if recipe.export.preset:
@@ -158,8 +164,26 @@ def _start(
     return task, total_steps, log, speed
 
 
+def _report_outcome(run_dir: RunDir, result, primary: bool) -> None:
+    """Prints and records (outcome.json) where the run ended, why, and which step was best."""
+    outcome = {"final_step": result.final_step, "stopped": result.stopped or "reached train.steps"}
+    for role, watch in result.watches.items():
+        outcome[role] = {"metric": watch.metric, "mode": watch.mode, "best": watch.best, "step": watch.best_step}
+    if result.stopped:
+        print(result.stopped, flush=True)
+    if "best" in result.watches and result.watches["best"].best_step is not None:
+        print(f"best checkpoint: {result.watches['best'].describe()}", flush=True)
+    if primary:
+        run_dir.outcome_file.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _note(line: str) -> None:
+    """For commands whose stdout is their output (predict's JSON lines): notes go to stderr."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def swap_faster_kernels(model, config: TrainConfig, compiled: bool | None) -> dict[str, int]:
@@ -266,7 +290,10 @@ def load_trained(run: str | Path, recipe: Recipe | None = None) -> TrainedRun:
     the tokenizer and labels of its run directory, and the weights of its newest checkpoint."""
     run_dir = RunDir(Path(run).resolve())
     recipe = recipe or load_recipe(run_dir.recipe_file)
-    checkpoint = newest_intact(run_dir.checkpoints, warn=_say)
+    checkpoint = newest_intact(run_dir.checkpoints / "best", warn=_note) if recipe.checkpoint.best else None
+    if checkpoint is not None:
+        _note(f"using the best checkpoint, step {checkpoint.step} (checkpoint.best)")
+    checkpoint = checkpoint or newest_intact(run_dir.checkpoints, warn=_note)
     if checkpoint is None:
         raise InputError(f"{run_dir.checkpoints}: the run holds no intact checkpoint")
     task = _prepared_task(recipe, run_dir)

@@ -139,6 +139,7 @@ def _training_started(process) -> threading.Event:
         for line in process.stdout:
             lines.append(line)
             if line.startswith("step "):
+                process.last_step_at = time.perf_counter()
                 started.set()
         started.set()
 
@@ -169,7 +170,9 @@ def interrupted(
         training = _training_started(process)
         # Mostly while training (from its first step line); one SIGKILL in five during start-up instead.
         in_start_up = case == "kill" and rng.random() < 0.2
-        delay = rng.uniform(0.0, seconds - train_seconds if in_start_up else train_seconds)
+        # A step drawn between the newest checkpoint and the end, reached at the reference's pace.
+        left = 1.0 - (newest_step(run) or 0) / steps
+        delay = rng.uniform(0.0, seconds - train_seconds if in_start_up else train_seconds * left)
         if case == "term" and stop == 0:
             delay = 0.0  # the first SIGTERM as training starts: always inside the run's handler
         began = time.perf_counter() if in_start_up else (training.wait(timeout=600) and time.perf_counter())
@@ -359,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         _training_started(process).wait(timeout=600)
         training = time.perf_counter()
         code, _, err = finish_started(process)
-        seconds, train_seconds = time.perf_counter() - started, time.perf_counter() - training
+        # From the first evaluation (step 0) to the last: the training itself, exports left out.
+        seconds, train_seconds = time.perf_counter() - started, process.last_step_at - training
         if code != 0:
             raise SystemExit(f"reference run failed on {backend}: {err[-2000:]}")
         for case in cases:

@@ -11,6 +11,7 @@ import keras_hub
 from kerasboost.architectures import architecture_of
 from kerasboost.models.block_settings import feed_forward_activation, layer_norm_epsilon
 from kerasboost.models.heads import NextSentenceHead
+from kerasboost.models.losses import sparse_cross_entropy
 
 
 def model_inputs(segments: bool, *extra: str) -> dict:
@@ -52,10 +53,10 @@ def build_mlm_model(backbone, next_sentence: bool = False) -> keras.Model:
     return keras.Model(inputs, {"mlm": mlm_logits, "nsp": nsp_logits}, name="bert_pretraining")
 
 
-def sparse_cross_entropy() -> keras.losses.Loss:
+def masked_cross_entropy(smoothing: float = 0.0) -> keras.losses.Loss:
     """Cross-entropy averaged over slots with non-zero weight (keras-hub's default also counts padding)."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+    return sparse_cross_entropy(smoothing, reduction="mean_with_sample_weight")
 
 
-def mlm_loss_and_metrics():
-    return sparse_cross_entropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+def mlm_loss_and_metrics(smoothing: float = 0.0):
+    return masked_cross_entropy(smoothing), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

@@ -11,7 +11,7 @@ from kerasboost.data.mlm import max_predictions
 from kerasboost.data.prepare import PreparedData
 from kerasboost.data.tokenizer import describe_tokenizer
 from kerasboost.models.backbone import build_backbone
-from kerasboost.models.mlm import build_mlm_model, sparse_cross_entropy
+from kerasboost.models.mlm import build_mlm_model, masked_cross_entropy
 from kerasboost.tasks.mlm import mlm_masker
 from kerasboost.tasks.task import Task, batches
 
@@ -43,7 +43,10 @@ def prepare(recipe, run, data: PreparedData):
         batches(data, transform, recipe.data.sequence_length),
         backbone,
         build_mlm_model(backbone, next_sentence=True),
-        loss={"mlm": sparse_cross_entropy(), "nsp": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+        loss={
+            "mlm": masked_cross_entropy(recipe.train.label_smoothing),
+            "nsp": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        },
         metrics={
             "mlm": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             "nsp": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],

@@ -13,6 +13,7 @@ from kerasboost.data.classification import label_transform
 from kerasboost.data.prepare import PreparedData
 from kerasboost.models.backbone import build_backbone
 from kerasboost.models.classifier import build_classifier
+from kerasboost.models.losses import sparse_cross_entropy
 from kerasboost.tasks.task import Task, batches
 
 
@@ -39,7 +40,7 @@ def prepare(recipe, run, data: PreparedData):
         batches(data, label_transform(spec.segments), recipe.data.sequence_length),
         backbone,
         model,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=sparse_cross_entropy(recipe.train.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         summary=summary,
         perplexity_of=None,

@@ -28,7 +28,7 @@ def prepare(recipe, run, data: PreparedData):
     tokenizer = data.tokenizer
     spec = architecture(recipe.model.backbone)
     backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
-    loss, metrics = mlm_loss_and_metrics()
+    loss, metrics = mlm_loss_and_metrics(recipe.train.label_smoothing)
     length = recipe.data.sequence_length
     summary = [data.describe(f"sequences of {length} tokens"), describe_tokenizer(spec, tokenizer, run)]
     return Task(

@@ -29,6 +29,7 @@ from kerasboost.train.flops import Speed
 from kerasboost.train.guards import NonFiniteLoss, Preemption, StepGuard, check_finite_weights
 from kerasboost.train.logging import RunLog, StepLogger, learning_rate, perplexity
 from kerasboost.train.optimizer import build_schedule
+from kerasboost.train.watch import Watch, watch_state, watches
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrainResult:
     final_step: int
     evaluations: list[dict] = field(default_factory=list)
     steady_tokens_per_second: float = float("nan")
+    stopped: str = ""  # why the run ended before train.steps (early stopping), else ""
+    watches: dict[str, Watch] = field(default_factory=dict)
 
 
 class PeriodEnd(keras.callbacks.Callback):
@@ -53,9 +56,12 @@ class PeriodEnd(keras.callbacks.Callback):
         distributed: Distributed,
         preemption: Preemption,
         max_skipped_steps: int,
+        watching: dict[str, Watch],
+        patience: int | None,
     ):
         super().__init__()
         self.max_skipped_steps = max_skipped_steps
+        self.patience = patience
         self.evaluate = evaluate
         self.distributed = distributed
         self.steps = steps
@@ -64,7 +70,7 @@ class PeriodEnd(keras.callbacks.Callback):
         self.total_steps = total_steps
         self.tokens_per_step = tokens_per_step
         self.preemption = preemption
-        self.result = TrainResult(final_step=steps.step)
+        self.result = TrainResult(final_step=steps.step, watches=watching)
         self.checkpointed: int | None = None
         self._steady = [0, 0.0]  # tokens, seconds, over periods after the first (which pays for compilation)
         self._period = (0.0, 0)
@@ -94,20 +100,40 @@ class PeriodEnd(keras.callbacks.Callback):
                 f"step {step}: {skipped} steps skipped for a non-finite update, more than "
                 f"train.max_skipped_steps ({self.max_skipped_steps}); the last checkpoint is the last good state"
             )
+        watching = self.result.watches
+        entry = self.result.evaluations[-1]
+        improved = "best" in watching and watching["best"].update(entry, step)
+        if "early_stopping" in watching:
+            early = watching["early_stopping"]
+            early.update(entry, step)
+            if early.waited >= self.patience:
+                self.model.stop_training = True
+                self.result.stopped = (
+                    f"early stopping at step {step}: {early.metric} did not improve by more than {early.min_delta:g} "
+                    f"in {early.waited} evaluations (best {early.describe()})"
+                )
         every = self.checkpoints.every_steps
-        if (every and step // every > self.result.final_step // every) or step == self.total_steps:
+        due = (every and step // every > self.result.final_step // every) or step == self.total_steps
+        if due or self.result.stopped:
             self._checkpoint(step)
+        if improved:
+            self._checkpoint(step, best=True)
         self.result.final_step = step
         if self._steady[1]:
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
 
-    def _checkpoint(self, step: int) -> None:
-        if step == self.checkpointed:
+    def _checkpoint(self, step: int, best: bool = False) -> None:
+        """The step's checkpoint (once), or with `best` the best one (checkpoints/best/, the only one there)."""
+        if step == self.checkpointed and not best:
             return
         check_finite_weights(self.model, step)
         if self.distributed.saves_weights:
-            save_checkpoint(self.model, self.run.checkpoints, step, self.checkpoints.keep)
-        self.checkpointed = step
+            directory, keep = (
+                (self.run.checkpoints / "best", 1) if best else (self.run.checkpoints, self.checkpoints.keep)
+            )
+            save_checkpoint(self.model, directory, step, keep, {"watch": watch_state(self.result.watches)})
+        if not best:
+            self.checkpointed = step
 
 
 def train(
@@ -119,11 +145,12 @@ def train(
     total_steps: int,
     distributed: Distributed,
     speed: Speed,
+    resumed: dict | None = None,
 ) -> TrainResult:
     """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`.
 
     Every process of a distributed run goes through here in lockstep; `distributed.saves_weights` says
-    which ones checkpoint.
+    which ones checkpoint. `resumed` is the state of the checkpoint a resumed run starts from.
     """
     model, batches = task.model, task.batches
     config = recipe.train
@@ -157,6 +184,9 @@ def train(
         distributed.mean,
     )
     preemption = Preemption()
+    watching = watches(config.early_stopping, recipe.checkpoint.best)
+    for role, watch in watching.items():
+        watch.restore((resumed or {}).get("watch", {}).get(role))
     period_end = PeriodEnd(
         evaluate,
         steps,
@@ -167,13 +197,15 @@ def train(
         distributed,
         preemption,
         config.max_skipped_steps,
+        watching,
+        config.early_stopping.patience if config.early_stopping else None,
     )
     guard = StepGuard(steps, preemption, config.nonfinite)
     with preemption.installed():
         if start_step == 0:
             period_end.result.evaluations.append(evaluate(0))
         for first, count in _segments(start_step, total_steps, config.eval_every):
-            if preemption.signal is not None:
+            if preemption.signal is not None or period_end.result.stopped:
                 break
             model.fit(
                 training_batches(

@@ -1,6 +1,7 @@
 """Run on one backend: the exported preset reproduces the trained model's backbone outputs.
 
-Usage: python tests/e2e/check_export.py RUN_DIR   (KERAS_BACKEND chooses the backend)
+Usage: python tests/e2e/check_export.py RUN_DIR [STEP]   (KERAS_BACKEND chooses the backend)
+With STEP, the preset must be the best checkpoint's (checkpoints/best/, of that step), else the final one.
 """
 
 import os
@@ -18,7 +19,7 @@ import numpy as np  # noqa: E402
 from kerasboost.models.backbone import build_backbone  # noqa: E402
 from kerasboost.models.mlm import build_mlm_model  # noqa: E402
 from kerasboost.recipe import load_recipe  # noqa: E402
-from kerasboost.train.checkpoints import latest_checkpoint  # noqa: E402
+from kerasboost.train.checkpoints import newest_intact  # noqa: E402
 
 run = Path(sys.argv[1])
 recipe = load_recipe(run / "recipe.yaml")
@@ -27,9 +28,10 @@ tokenizer = keras_hub.models.BertTokenizer.from_preset(str(run / "preset"))
 assert tokenizer.get_vocabulary() == (run / "vocabulary.txt").read_text().splitlines()
 
 trained = build_mlm_model(build_backbone(recipe.model, tokenizer.vocabulary_size()))
-checkpoint, step = latest_checkpoint(run / "checkpoints")
-assert step == recipe.train.steps, step
-trained.load_weights(str(checkpoint / "model.weights.h5"))
+best = int(sys.argv[2]) if len(sys.argv) > 2 else None
+checkpoint = newest_intact(run / "checkpoints" / "best" if best else run / "checkpoints")
+assert checkpoint.step == (best or recipe.train.steps), checkpoint.step
+trained.load_weights(str(checkpoint.path / "model.weights.h5"))
 trained_backbone = next(layer for layer in trained.layers if isinstance(layer, keras_hub.models.BertBackbone))
 
 ids = keras.ops.convert_to_numpy(tokenizer(["Return the number of items in a container."]))

@@ -98,29 +98,6 @@ def test_exported_preset_reproduces_the_trained_backbone(finished_run):
     assert process.returncode == 0 and "EXPORT OK" in process.stdout, explain(process)
 
 
-def test_resume_continues_at_the_saved_step_with_the_same_losses(finished_run, tmp_path):
-    backend, run, _ = finished_run
-    crashed = tmp_path / "crashed"
-    shutil.copytree(run, crashed)
-    for step in (6, 8):
-        shutil.rmtree(crashed / "checkpoints" / f"step-{step:08d}")
-    shutil.rmtree(crashed / "preset")
-    original = metrics(run)
-    (crashed / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in original if e["step"] <= 4))
-
-    process = kerasboost(
-        "run", "recipes/mlm.yaml", "--resume", "--output-dir", str(crashed), *SETTINGS, backend=backend
-    )
-    assert process.returncode == 0, explain(process)
-    assert "at step 4" in process.stdout
-    resumed = metrics(crashed)
-    assert [entry["step"] for entry in resumed] == [0, 2, 4, 6, 8]
-    for before, after in zip(original[3:], resumed[3:]):
-        assert after["loss"] == pytest.approx(before["loss"], rel=1e-4)
-        assert after["val_loss"] == pytest.approx(before["val_loss"], rel=1e-4)
-    assert (crashed / "preset" / "config.json").is_file()
-
-
 def test_resume_extends_a_finished_run_and_stops_inside_a_period(finished_run, tmp_path):
     backend, run, _ = finished_run
     extended = tmp_path / "extended"
