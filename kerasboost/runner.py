@@ -40,7 +40,7 @@ from kerasboost.tasks import prepare_task
 from kerasboost.tasks.task import Task
 from kerasboost.train.checkpoints import Checkpoint, check_room, load_weights, newest_intact, restore_checkpoint
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
-from kerasboost.train.guards import check_finite_weights
+from kerasboost.train.guards import Preemption, check_finite_weights
 from kerasboost.train.logging import RunLog, forget_after
 from kerasboost.train.loop import train, validation_metrics
 from kerasboost.train.optimizer import build_optimizer
@@ -87,11 +87,12 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         checkpoint = newest_intact(run_dir.checkpoints, warn=_say) if resume else None
         if not distributed.primary:
             run_dir = _scratch_copy(run_dir, scratch)
+        preemption = held.enter_context(Preemption().installed())  # a signal while the model builds: no step
         try:
             task, total_steps, log, speed = _start(recipe, precision, run_dir, data, distributed, checkpoint, resume)
             start_step = checkpoint.step if checkpoint else 0
             resumed = checkpoint.state if checkpoint else None
-            result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed, resumed)
+            result = train(task, recipe, run_dir, log, start_step, total_steps, distributed, speed, resumed, preemption)
         except BaseException:
             if fresh and distributed.primary and newest_intact(run_dir.checkpoints) is None:
                 discard(run_dir)  # no checkpoint yet: nothing to keep, nothing that blocks a retry

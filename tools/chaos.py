@@ -132,7 +132,7 @@ def newest_step(run: Path) -> int | None:
 
 
 def _training_started(process) -> threading.Event:
-    """Set when the run prints its first step; the reader thread keeps stdout flowing."""
+    """Set when the run starts training; the reader thread keeps stdout flowing."""
     started, lines = threading.Event(), []
 
     def read():
@@ -140,6 +140,7 @@ def _training_started(process) -> threading.Event:
             lines.append(line)
             if line.startswith("step "):
                 process.last_step_at = time.perf_counter()
+            if line.startswith("training: "):  # printed just before the first step, on resume too
                 started.set()
         started.set()
 
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         _training_started(process).wait(timeout=600)
         training = time.perf_counter()
         code, _, err = finish_started(process)
-        # From the first evaluation (step 0) to the last: the training itself, exports left out.
+        # From the start of training to its last evaluation: exports left out.
         seconds, train_seconds = time.perf_counter() - started, process.last_step_at - training
         if code != 0:
             raise SystemExit(f"reference run failed on {backend}: {err[-2000:]}")

@@ -29,13 +29,16 @@ class Preemption:
 
     def __init__(self):
         self.signal: int | None = None
+        self.active = False
 
     @contextlib.contextmanager
     def installed(self):
         previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        self.active = True
         try:
             yield self
         finally:
+            self.active = False
             for number, handler in previous.items():
                 signal.signal(number, handler)
 

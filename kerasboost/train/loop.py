@@ -12,6 +12,7 @@ non-finite loss stops it before anything is written (train/guards.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -146,11 +147,14 @@ def train(
     distributed: Distributed,
     speed: Speed,
     resumed: dict | None = None,
+    preemption: Preemption | None = None,
 ) -> TrainResult:
     """Trains `task.model` from `start_step` to `total_steps` optimizer steps, evaluating every `train.eval_every`.
 
     Every process of a distributed run goes through here in lockstep; `distributed.saves_weights` says
-    which ones checkpoint. `resumed` is the state of the checkpoint a resumed run starts from.
+    which ones checkpoint. `resumed` is the state of the checkpoint a resumed run starts from;
+    `preemption` the signal handler the caller installed before building the model (else one is
+    installed here).
     """
     model, batches = task.model, task.batches
     config = recipe.train
@@ -183,7 +187,7 @@ def train(
         speed,
         distributed.mean,
     )
-    preemption = Preemption()
+    preemption = preemption or Preemption()
     watching = watches(config.early_stopping, recipe.checkpoint.best)
     for role, watch in watching.items():
         watch.restore((resumed or {}).get("watch", {}).get(role))
@@ -200,9 +204,10 @@ def train(
         watching,
         config.early_stopping.patience if config.early_stopping else None,
     )
+    period_end.checkpointed = start_step if resumed is not None else None  # where a signal now leaves it
     guard = StepGuard(steps, preemption, config.nonfinite)
-    with preemption.installed():
-        if start_step == 0:
+    with preemption.installed() if not preemption.active else contextlib.nullcontext():
+        if start_step == 0 and preemption.signal is None:
             period_end.result.evaluations.append(evaluate(0))
         for first, count in _segments(start_step, total_steps, config.eval_every):
             if preemption.signal is not None or period_end.result.stopped:
