@@ -11,6 +11,7 @@ EarlyStoppingCallback does.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from kerasboost.errors import InputError
@@ -34,7 +35,9 @@ class Watch:
             known = ", ".join(sorted(name for name in entry if name.startswith("val_")))
             raise InputError(f"{self.key}.metric: the run records no {self.metric!r} (it has {known})")
         value = float(entry[self.metric])
-        if self.best is None:
+        if math.isnan(value):
+            better = False  # a NaN is never the best, nor does it count as one
+        elif self.best is None:
             better = True
         elif self.mode == "min":
             better = value < self.best - self.min_delta
