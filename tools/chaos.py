@@ -166,6 +166,8 @@ def interrupted(
     number = signal.SIGKILL if case == "kill" else signal.SIGTERM
     stops, problems = [], []
     for stop in range(kills):
+        if newest_step(run) == steps:  # finished before this stop: start over, so that every stop counts
+            shutil.rmtree(run)
         resume = (run / "recipe.yaml").is_file()
         process = start(run, args, backend, resume=resume)
         training = _training_started(process)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import ctypes
 import json
 import shutil
 import sys
@@ -39,6 +40,7 @@ from kerasboost.recipe import Recipe
 from kerasboost.rundir import RunDir
 
 BATCH_CHARS = 2**20  # text per tokenisation batch: bounded memory, enough work per tf.data call
+TRIM_EVERY = 16  # batches between handing freed heap memory back to the operating system
 SETTINGS = ("format", "document_split", "field", "label_field", "max_documents", "validation_split", "sequence_length")
 
 
@@ -307,7 +309,9 @@ def _write_store(
             failure.append(err)
 
     try:
-        for token_ids in tokenize_stream(tokenizer, batches(), recipe.data.num_workers):
+        for batch, token_ids in enumerate(tokenize_stream(tokenizer, batches(), recipe.data.num_workers)):
+            if batch % TRIM_EVERY == TRIM_EVERY - 1:
+                _return_free_memory()
             meter.tokens += sum(len(ids) for ids in token_ids)
             grouped: dict[tuple[str, int], list] = collections.defaultdict(list)
             position = 0
@@ -339,6 +343,24 @@ def _write_store(
         return TokenStore(writer.commit(manifest))
     finally:
         writer.abort()
+
+
+def _return_free_memory() -> None:
+    """glibc keeps the heap that TensorFlow's tokenising kernels free, so without a trim the resident size
+    creeps up with the corpus (measured in docs/performance.md#data-preparation); elsewhere a no-op."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
 
 
 def _add(writer: StoreWriter, where: tuple[str, int], rows: dict[str, np.ndarray], tokenizer) -> int:

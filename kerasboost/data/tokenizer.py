@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -217,6 +218,8 @@ def tokenize_stream(tokenizer, batches: Iterator[list[str]], workers: int | None
         ids = tokenizer(texts)
         return ids.flat_values, ids.row_lengths()
 
-    dataset = dataset.map(encode, num_parallel_calls=workers or tf.data.AUTOTUNE, deterministic=True)
-    for values, lengths in dataset.prefetch(2).as_numpy_iterator():
+    dataset = dataset.map(encode, num_parallel_calls=workers or os.cpu_count() or 1, deterministic=True)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # fixed buffers: autotuning grows them for as long as the corpus lasts
+    for values, lengths in dataset.prefetch(2).with_options(options).as_numpy_iterator():
         yield np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
