@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -131,9 +130,13 @@ def train_word_piece(texts: Callable[[], Iterable[str]], size: int, lowercase: b
         # those numbers. Choosing the alphabet here (the most frequent characters of the sample, which is all
         # of the text up to data.vocabulary_sample_mb) and naming its pieces first fixes the numbers; sorting
         # the learnt tokens fixes the ids: the same text gives the same vocabulary on every run.
-        counts = collections.Counter()
+        raw = collections.Counter()
         for text in sample:
-            counts.update(learner.normalizer.normalize_str(text))
+            raw.update(text)
+        counts = collections.Counter()  # normalised one distinct character at a time: a pass over the text is
+        for character, count in raw.items():  # Counter's C loop, where normalising it all took as long again
+            for normalized in learner.normalizer.normalize_str(character):
+                counts[normalized] += count
         alphabet = min(ALPHABET, size // 8)  # a small vocabulary keeps room for whole words
         characters = sorted([c for c, _ in counts.most_common() if not c.isspace()][:alphabet])
         trainer = trainers.WordPieceTrainer(
@@ -148,7 +151,7 @@ def train_word_piece(texts: Callable[[], Iterable[str]], size: int, lowercase: b
         learnt = sorted(set(learner.get_vocab()) - set(RESERVED_TOKENS))
         return "".join(token + "\n" for token in [*RESERVED_TOKENS, *learnt])
 
-    inputs = ["hf-wordpiece", "alphabet-3", tokenizers_version(), str(size), str(lowercase), *RESERVED_TOKENS, ""]
+    inputs = ["hf-wordpiece", "alphabet-4", tokenizers_version(), str(size), str(lowercase), *RESERVED_TOKENS, ""]
     inputs += identity
     return cached_text("wordpiece", inputs, train).split("\n")[:-1]
 
@@ -218,8 +221,6 @@ def tokenize_stream(tokenizer, batches: Iterator[list[str]], workers: int | None
         ids = tokenizer(texts)
         return ids.flat_values, ids.row_lengths()
 
-    dataset = dataset.map(encode, num_parallel_calls=workers or os.cpu_count() or 1, deterministic=True)
-    options = tf.data.Options()
-    options.autotune.enabled = False  # fixed buffers: autotuning grows them for as long as the corpus lasts
-    for values, lengths in dataset.prefetch(2).with_options(options).as_numpy_iterator():
+    dataset = dataset.map(encode, num_parallel_calls=workers or tf.data.AUTOTUNE, deterministic=True)
+    for values, lengths in dataset.prefetch(2).as_numpy_iterator():
         yield np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
