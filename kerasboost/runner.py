@@ -137,8 +137,8 @@ def _start(
             print(f"resuming from {checkpoint.path} at step {start_step}", flush=True)
         elif resume:
             print(f"{run_dir.checkpoints} holds no checkpoint yet: training again from step 0", flush=True)
+        task.model.optimizer.build(task.model.trainable_variables)  # on every process alike
         if distributed.saves_weights:
-            task.model.optimizer.build(task.model.trainable_variables)
             check_room(task.model, run_dir.checkpoints)  # a full disk fails now, not after the first period
     distributed.prepare(task.model)
     for line in task.summary:
