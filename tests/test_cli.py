@@ -265,3 +265,15 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing(tmp_path):
     assert not out.exists()
     again = kerasboost(*args, backend="torch")
     assert "already holds a run" not in again.stderr and not out.exists()
+
+
+def test_an_unwritable_run_directory_is_one_line_with_exit_1(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    process = kerasboost(
+        "run", "recipes/mlm.yaml", "--output-dir", str(blocker / "run"), "--set", "data.max_documents=50"
+    )
+    assert process.returncode == 1, process.stderr
+    assert process.stderr.strip().splitlines() == [
+        f"error: {blocker / 'run'}: Not a directory (run with --debug for the traceback)"
+    ]

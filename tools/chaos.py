@@ -60,7 +60,9 @@ TINY = [
 ]
 # Injected where no tmpfs can be mounted: the checkpoint write fails as a full disk makes it fail.
 _DISK_FULL = """
-import errno, sys
+import errno, os, sys
+from kerasboost.backend import select_backend
+select_backend(os.environ["KERAS_BACKEND"])  # as the CLI does: TensorFlow's start-up quiet
 import keras
 def full(self, path, *args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", path)
