@@ -22,6 +22,7 @@ model.weights.h5): max |Δw| and whether every array is equal to the bit.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -288,7 +289,17 @@ def corrupt_case(backend: str, reference: Path, args, steps: int, every: int, wo
     return {"case": "corrupt", "backend": backend, "said": warned, "bitwise": bitwise, "problems": problems}
 
 
-def disk_case(backend: str, reference: Path, args, steps: int, every: int, workdir: Path) -> dict:
+def intact(checkpoint: Path) -> bool:
+    """Every file of a checkpoint matches its manifest (what `--resume` verifies)."""
+    manifest = json.loads((checkpoint / "manifest.json").read_text())["files"]
+    return all(
+        (checkpoint / name).stat().st_size == entry["bytes"]
+        and hashlib.sha256((checkpoint / name).read_bytes()).hexdigest() == entry["sha256"]
+        for name, entry in manifest.items()
+    )
+
+
+def disk_case(backend: str, reference: Path, args, steps: int, every: int, workdir: Path, load: bool = True) -> dict:
     """The run directory on a tmpfs with room for the first checkpoint but not the second."""
     mount = workdir / f"disk-{backend}"
     shutil.rmtree(mount, ignore_errors=True)
@@ -315,7 +326,9 @@ def disk_case(backend: str, reference: Path, args, steps: int, every: int, workd
         kept = newest_step(run)
         if mounted and kept is None:
             problems.append("no checkpoint survived")
-        if kept is not None:
+        if kept is not None and not intact(run / "checkpoints" / f"step-{kept:08d}"):
+            problems.append(f"the checkpoint kept, step {kept}, does not match its manifest")
+        if kept is not None and load:  # and it loads (left out by --quick: one process fewer per backend)
             check = subprocess.run(
                 [sys.executable, "-m", "kerasboost", "eval", str(run)],
                 cwd=ROOT,
@@ -383,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             elif case == "corrupt":
                 result = corrupt_case(backend, reference, args, options.steps, options.every, workdir)
             else:
-                result = disk_case(backend, reference, args, options.steps, options.every, workdir)
+                result = disk_case(
+                    backend, reference, args, options.steps, options.every, workdir, load=not options.quick
+                )
             results.append(result)
             print(json.dumps(result), flush=True)
     failed = [r for r in results if r["problems"]]
