@@ -210,6 +210,8 @@ class LoggingConfig(_Section):
 
 class CheckpointConfig(_Section):
     every_steps: int | None = Field(default=None, gt=0)
+    # Also checkpoint at the first optimizer step this long after the last checkpoint (preemptible machines).
+    every_minutes: float | None = Field(default=None, gt=0.0)
     keep: int = Field(default=2, gt=0)
     # Also keep the best evaluation's checkpoint (checkpoints/best/, never pruned); exports use it.
     best: MetricWatch | None = None

@@ -75,9 +75,19 @@ class PeriodEnd(keras.callbacks.Callback):
         self.checkpointed: int | None = None
         self._steady = [0, 0.0]  # tokens, seconds, over periods after the first (which pays for compilation)
         self._period = (0.0, 0)
+        self._saved_at = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._period = (time.perf_counter(), self.steps.step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        """`checkpoint.every_minutes`: a checkpoint at the first step boundary that long after the last one
+        (`self.model` syncs JAX's state into the model, so it is read only then)."""
+        minutes = self.checkpoints.every_minutes
+        if minutes is None or time.perf_counter() - self._saved_at < 60 * minutes:
+            return
+        if self.steps.micro_batches % self.steps.accumulation == 0 and self.steps.step != self.checkpointed:
+            self._checkpoint(self.steps.step)
 
     def on_epoch_end(self, epoch, logs=None):
         step = self.steps.step
@@ -135,6 +145,7 @@ class PeriodEnd(keras.callbacks.Callback):
             save_checkpoint(self.model, directory, step, keep, {"watch": watch_state(self.result.watches)})
         if not best:
             self.checkpointed = step
+            self._saved_at = time.perf_counter()
 
 
 def train(
