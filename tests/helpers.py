@@ -82,6 +82,24 @@ def explain(process: subprocess.CompletedProcess) -> str:
     )
 
 
+def stored_arrays(path: Path) -> dict:
+    """Every array of a Keras weights file (a checkpoint's model.weights.h5), by its path in the file."""
+    import h5py
+
+    found = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(
+            lambda name, item: found.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+        )
+    return found
+
+
+def assert_bitwise_equal(left: Path, right: Path) -> None:
+    """Two weights files hold the same arrays, byte for byte."""
+    a, b = stored_arrays(left), stored_arrays(right)
+    assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
 def tiny_bert_mlm(dropout: float, vocabulary: int = 200, sequence: int = 16):
     """A seeded 2-layer, hidden-32 keras-hub BERT with our MLM head; imports keras, so call it only where the
     backend is already chosen (tests/backends)."""
