@@ -299,6 +299,15 @@ def intact(checkpoint: Path) -> bool:
     )
 
 
+def _mount_tmpfs(directory: Path, size: int) -> bool:
+    """Whether a tmpfs of `size` bytes could be mounted on `directory` (root, and `mount` present)."""
+    try:
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)]
+        return subprocess.run(command, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
 def disk_case(backend: str, reference: Path, args, steps: int, every: int, workdir: Path, load: bool = True) -> dict:
     """The run directory on a tmpfs with room for the first checkpoint but not the second."""
     mount = workdir / f"disk-{backend}"
@@ -307,12 +316,7 @@ def disk_case(backend: str, reference: Path, args, steps: int, every: int, workd
     checkpoint = sum(f.stat().st_size for f in (reference / "checkpoints" / f"step-{steps:08d}").iterdir())
     before = sum(f.stat().st_size for f in reference.rglob("*") if f.is_file() and "checkpoints" not in f.parts)
     size = before + int(checkpoint * 2.3)  # the first checkpoint, not a second beside it
-    mounted = (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
-        ).returncode
-        == 0
-    )
+    mounted = _mount_tmpfs(mount, size)
     run = mount / "run"
     try:
         if mounted:
