@@ -1,7 +1,8 @@
 """Exports: the trained backbone and its tokenizer as a keras-hub preset directory.
 
 A backbone with adapters (or an int8 base) is exported merged: adapters are folded into a plain float
-copy of the backbone, so the preset holds no LoRA layer and loads with plain keras-hub.
+copy of the backbone, so the preset holds no LoRA layer and loads with plain keras-hub. Bottleneck adapters
+cannot be merged (peft/bottleneck.py): only the frozen base (`merge=False`) exports without them.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from pathlib import Path
 
 import keras
 
-from kerasboost.peft.inject import projections
+from kerasboost.peft.inject import adapter_layers, projections, refuse_merging
 from kerasboost.peft.lora import LoraLayer, float_kernel
 
 
 def export_preset(backbone, tokenizer, directory: Path) -> Path:
     """A directory that `keras_hub.models.Backbone.from_preset(directory)` (and the tokenizer) load."""
+    merged = merged_backbone(backbone)  # refuses bottleneck adapters before anything is written
     directory.mkdir(parents=True, exist_ok=True)
-    merged_backbone(backbone).save_to_preset(str(directory))
+    merged.save_to_preset(str(directory))
     tokenizer.save_to_preset(str(directory))
     return directory
 
@@ -30,9 +32,10 @@ def merged_backbone(backbone):
 
 def plain_backbone(backbone, merge: bool):
     """A plain float copy of `backbone`: adapters merged in (`merge`) or left out (the frozen base)."""
-    special = [
-        layer for layer, _ in projections(backbone).values() if isinstance(layer, LoraLayer) or layer.quantization_mode
-    ]
+    if merge:
+        refuse_merging(backbone, "a merged export")
+    wrapped = {id(layer) for layer in adapter_layers(backbone)}
+    special = [layer for layer, _ in projections(backbone).values() if id(layer) in wrapped or layer.quantization_mode]
     if not special:
         return backbone
     # An int8 base records its layers' quantized policies in the config's dtype: build with plain ones.

@@ -100,10 +100,46 @@ class ModelConfig(_Section):
     classifier_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
-class PeftConfig(_Section):
-    """Adapters instead of full fine-tuning (see kerasboost/peft)."""
+class BottleneckConfig(_Section):
+    """Bottleneck adapters (peft.method: bottleneck): down-projection, activation, up-projection, residual.
+    houlsby: after the attention and the feed-forward sublayer (Houlsby et al. 2019); pfeiffer: after the
+    feed-forward sublayer only (Pfeiffer et al. 2021); parallel: beside the feed-forward sublayer, reading
+    its input (He et al. 2022, who scale by 4)."""
 
-    method: Literal["lora", "dora"] = "lora"
+    placement: Literal["houlsby", "pfeiffer", "parallel"] = "houlsby"
+    reduction_factor: int = Field(default=16, gt=0)
+    activation: Literal["swish", "relu", "gelu"] = "swish"
+    scaling: float = Field(default=1.0, gt=0.0)
+
+
+class AdaLoraConfig(_Section):
+    """AdaLoRA (peft.method: adalora), with Hugging Face PEFT's names and defaults: every target starts at
+    `init_rank`; after `tinit` steps the total rank falls on a cubic schedule to `target_rank` per target at
+    `total steps - tfinal`, re-allocated every `delta_t` steps by importance (EMAs with beta1, beta2); the
+    orthogonality regulariser is weighted `orth_reg_weight`. Scaling is peft.alpha / init_rank."""
+
+    init_rank: int = Field(default=12, gt=0)
+    target_rank: int = Field(default=8, gt=0)
+    tinit: int = Field(default=0, ge=0)
+    tfinal: int = Field(default=0, ge=0)
+    delta_t: int = Field(default=1, gt=0)
+    beta1: float = Field(default=0.85, gt=0.0, lt=1.0)
+    beta2: float = Field(default=0.85, gt=0.0, lt=1.0)
+    orth_reg_weight: float = Field(default=0.5, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ranks(self) -> AdaLoraConfig:
+        if self.target_rank > self.init_rank:
+            raise ValueError(f"target_rank ({self.target_rank}) exceeds init_rank ({self.init_rank})")
+        return self
+
+
+class PeftConfig(_Section):
+    """Adapters instead of full fine-tuning (see kerasboost/peft). `rank`, `alpha`, `rslora` and `init`
+    shape LoRA and DoRA (AdaLoRA takes `alpha` and its own ranks); `targets` and `exclude` choose the
+    projections LoRA, DoRA and AdaLoRA adapt, `bottleneck.placement` where bottleneck adapters sit."""
+
+    method: Literal["lora", "dora", "adalora", "bottleneck"] = "lora"
     rank: int = Field(default=8, gt=0)
     alpha: float = Field(default=16.0, gt=0.0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -114,6 +150,8 @@ class PeftConfig(_Section):
     modules_to_save: list[str] = Field(default_factory=list)
     quantize_base: Literal["int8"] | None = None
     adapter: str | None = None
+    bottleneck: BottleneckConfig = Field(default_factory=BottleneckConfig)
+    adalora: AdaLoraConfig = Field(default_factory=AdaLoraConfig)
 
 
 class LossWeights(_Section):
@@ -282,6 +320,11 @@ class Recipe(_Section):
             raise ValueError(
                 f"data.sequence_length ({self.data.sequence_length}) exceeds "
                 f"model.config.max_sequence_length ({self.model.config.max_sequence_length})"
+            )
+        if self.peft is not None and self.peft.method == "adalora" and self.train.gradient_accumulation > 1:
+            raise ValueError(
+                "peft.method: adalora scores importance on each optimizer step's gradients: "
+                "it needs train.gradient_accumulation: 1"
             )
         shards = self.distribution.mesh.model
         if shards > 1 and not self.model.preset:

@@ -31,10 +31,11 @@ from kerasboost.models.fused_gelu import fuse_gelus
 from kerasboost.models.hugging_face import save_pretrained
 from kerasboost.models.layer_norm import use_closed_form_layer_norms
 from kerasboost.models.masked_softmax import use_additive_masks
+from kerasboost.peft.adalora import RankAllocator, adaptive_layers
 from kerasboost.peft.adapter import load_adapter, save_adapter
 from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
-from kerasboost.peft.inject import adapter_layers, apply_peft
-from kerasboost.recipe import ModelConfig, Recipe, TrainConfig, load_recipe
+from kerasboost.peft.inject import adapter_layers, apply_peft, mergeable, refuse_merging
+from kerasboost.recipe import ModelConfig, PeftConfig, Recipe, TrainConfig, load_recipe
 from kerasboost.rundir import RunDir, discard, existing_run_dir, locked, new_run_dir
 from kerasboost.tasks import prepare_task
 from kerasboost.tasks.task import Task
@@ -101,12 +102,21 @@ def _run(recipe: Recipe, distributed: Distributed, output_dir: str | None, resum
         if replicas:
             print(replicas, flush=True)
         _report_outcome(run_dir, result, distributed.primary)
+        allocator = getattr(task.model.optimizer, "rank_allocator", None)
+        if allocator is not None and distributed.primary:
+            print("\n".join(allocator.describe()), flush=True)
         best = newest_intact(run_dir.checkpoints / "best") if recipe.checkpoint.best else None
         if best is not None:
             load_weights(task.model, best)
             print(f"exports are made from the best checkpoint, step {best.step}", flush=True)
         if distributed.saves_weights:  # the weights were checked finite when their checkpoint was written
-            if recipe.export.preset:
+            if recipe.export.preset and not mergeable(task.model):
+                print(
+                    "preset: none (bottleneck adapters cannot be merged into a keras-hub preset): the adapters "
+                    "are in adapter/, and `kerasboost export --format saved_model` holds the whole model",
+                    flush=True,
+                )
+            elif recipe.export.preset:
                 export_preset(task.backbone, task.tokenizer, run_dir.preset)
             if recipe.peft is not None:
                 save_adapter(task.model, task.backbone, run_dir.adapter, recipe.peft.modules_to_save)
@@ -215,8 +225,10 @@ def build_task(recipe: Recipe, run_dir: RunDir, data: PreparedData, distributed:
         if any(kernels.values()):
             print("kernels: " + " · ".join(f"{count} {what}" for what, count in kernels.items() if count), flush=True)
         total_steps = _total_steps(recipe.train, task.batches.train.rows)
+        adaptive = adaptive_layers(task.model)
+        allocator = RankAllocator(adaptive, recipe.peft.adalora, total_steps) if adaptive else None
         task.model.compile(
-            optimizer=build_optimizer(recipe.train, total_steps),
+            optimizer=build_optimizer(recipe.train, total_steps, allocator),
             loss=task.loss,
             loss_weights=task.loss_weights,
             weighted_metrics=task.metrics,
@@ -316,17 +328,24 @@ def export_run(run: str, form: str, out: str | None) -> Path:
     "base" is the frozen model an adapter run trained on; "adapter" and "peft" hold the adapters alone;
     "transformers" is the trained model (adapters merged in) as transformers' class for the task;
     "saved_model" the task's model as a TensorFlow SavedModel (Keras `model.export`; the CLI refuses it off
-    the tensorflow backend, where these models do not export)."""
+    the tensorflow backend, where these models do not export). Bottleneck adapters cannot be merged, and
+    PEFT has none: "merge", "preset", "transformers" and "peft" refuse them."""
     trained = load_trained(run)
     task, run_dir, recipe = trained.task, trained.run_dir, trained.recipe
     directory = Path(out) if out else run_dir.root / ("export-merged" if form == "merge" else f"export-{form}")
     if form in ("base", "merge") and not adapter_layers(task.model):
         what = "merge" if form == "merge" else "export --format base"
         raise InputError(f"{what}: {run_dir.root} was trained without adapters; its model is --format preset")
+    if form in ("merge", "preset", "transformers", "peft"):
+        why = "Hugging Face PEFT has none" if form == "peft" else "they cannot be merged into the base weights"
+        refuse_merging(task.model, "merge" if form == "merge" else f"export --format {form}", why)
     if form == "adapter":
         return save_adapter(task.model, task.backbone, directory, recipe.peft.modules_to_save if recipe.peft else [])
     if form == "peft":
-        return export_peft(task.model, task.backbone, directory, recipe.peft.modules_to_save if recipe.peft else [])
+        peft = recipe.peft or PeftConfig()
+        return export_peft(
+            task.model, task.backbone, directory, peft.modules_to_save, peft.adalora, recipe.train.steps or trained.step
+        )
     if form == "base":
         return export_preset(plain_backbone(task.backbone, merge=False), task.tokenizer, directory)
     if form == "saved_model":

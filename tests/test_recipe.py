@@ -91,6 +91,14 @@ BROKEN = {
         "distribution:\n  strategy: model_parallel\n  mesh: {model: 4}\n",
         "distribution.mesh.model (4) must divide model.config.num_heads (2)",
     ),
+    "adalora_target_above_init": (
+        "peft:\n  method: adalora\n  adalora: {init_rank: 4, target_rank: 8}\n",
+        "peft.adalora: target_rank (8) exceeds init_rank (4)",
+    ),
+    "adalora_with_gradient_accumulation": (
+        "peft:\n  method: adalora\ntrain:\n  gradient_accumulation: 2\n",
+        "peft.method: adalora scores importance on each optimizer step's gradients",
+    ),
     "bad_coordinator": (
         "distribution:\n  strategy: data_parallel\n  coordinator: localhost\n",
         "distribution.coordinator: String should match pattern",

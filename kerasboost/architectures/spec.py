@@ -18,6 +18,15 @@ KERAS_HUB_PROJECTIONS = {
 }
 SELF_ATTENTION_ATTRIBUTE = "_self_attention_layer"
 
+# Where bottleneck adapters sit in keras-hub's blocks, by `peft.bottleneck.placement`, as target names. Serial
+# placements adapt each site's output; "parallel" reads the input of its first site and adds to the output of
+# its second (the feed-forward sublayer's two projections, called one right after the other).
+KERAS_HUB_BOTTLENECK_SITES = {
+    "houlsby": ("attention_output", "output"),
+    "pfeiffer": ("output",),
+    "parallel": ("intermediate", "output"),
+}
+
 # Megatron-style tensor-parallel layout of a keras-hub transformer block, as (variable path regex, axes):
 # heads and feed-forward width split over the mesh's "model" axis (see distribute/layouts.py).
 _BLOCK = r"(?:.*/)?transformer_layer_\d+/"
@@ -157,6 +166,7 @@ class Architecture:
     checkpoint: HuggingFaceCheckpoint | None = None
     projections: dict[str, str] = field(default_factory=lambda: dict(KERAS_HUB_PROJECTIONS))
     layout: dict[str, tuple] = field(default_factory=lambda: dict(KERAS_HUB_TRANSFORMER_LAYOUT))
+    bottleneck_sites: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(KERAS_HUB_BOTTLENECK_SITES))
 
     @property
     def targets(self) -> tuple[str, ...]:

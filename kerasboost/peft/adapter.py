@@ -1,8 +1,11 @@
 """Adapter files: only the adapter's weights (safetensors) and a JSON config that names the method,
-rank, alpha, the wrapped layers with their (in, out) shapes, and the base model they belong to.
+rank, alpha (bottleneck adapters: their `bottleneck` settings), the wrapped layers with their (in, out)
+shapes, and the base model they belong to.
 
     adapter_config.json          {"format": "kerasboost-adapter", "method", "rank", "alpha", ...}
     adapter_model.safetensors    "<layer path>/lora_a": (in, r), "<layer path>/lora_b": (r, out), ...
+
+Every adapted layer's `adapter_variables` (trained) and `adapter_state` (kept between steps) are saved.
 
 Loading checks every shape against the base model first, so a wrong base is a one-line error.
 """
@@ -19,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from kerasboost.errors import InputError
 from kerasboost.peft.inject import adapter_layers, apply_peft
-from kerasboost.recipe import PeftConfig
+from kerasboost.recipe import BottleneckConfig, PeftConfig
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -34,7 +37,7 @@ def base_description(backbone) -> dict:
 
 
 def save_adapter(model: keras.Model, backbone, directory: Path, modules_to_save: list[str] = ()) -> Path:
-    """Writes the adapter of `model` (which must hold LoRA layers), and the fully trained
+    """Writes the adapter of `model` (which must hold adapters), and the fully trained
     `modules_to_save` layers, to `directory`."""
     layers = adapter_layers(model)
     if not layers:
@@ -44,7 +47,7 @@ def save_adapter(model: keras.Model, backbone, directory: Path, modules_to_save:
     tensors = {
         f"{layer.path}/{v.name}": np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32)
         for layer in layers
-        for v in layer.adapter_variables
+        for v in _saved_variables(layer)
     }
     for name in modules_to_save:
         tensors.update(
@@ -54,10 +57,7 @@ def save_adapter(model: keras.Model, backbone, directory: Path, modules_to_save:
     config = {
         "format": "kerasboost-adapter",
         "version": 1,
-        "method": first.adapter_method,
-        "rank": first.adapter_rank,
-        "alpha": first.adapter_alpha,
-        "rslora": first.adapter_rslora,
+        **_method_settings(first),
         "layers": {layer.path: list(layer.adapter_shape) for layer in layers},
         "modules_to_save": list(modules_to_save),
         "base": base_description(backbone),
@@ -81,27 +81,33 @@ def load_adapter(model: keras.Model, backbone, directory: Path, settings: PeftCo
                 f"peft.adapter: the adapter was trained on a base with {key}={value}, "
                 f"this model has {key}={base.get(key)}"
             )
-    targets = [f"re:^{re.escape(path)}$" for path in config["layers"]]
-    update = {
-        "method": config["method"],
-        "rank": config["rank"],
-        "alpha": config["alpha"],
-        "rslora": config["rslora"],
-        "targets": targets,
-    }
+    if config["method"] == "bottleneck":
+        update = {"method": "bottleneck", "bottleneck": BottleneckConfig(**config["bottleneck"])}
+    else:
+        update = {
+            "method": config["method"],
+            "rank": config["rank"],
+            "alpha": config["alpha"],
+            "rslora": config["rslora"],
+            "targets": [f"re:^{re.escape(path)}$" for path in config["layers"]],
+        }
+        if config["method"] == "adalora":  # the importance and masks go on with the recipe's schedule
+            rank = config["rank"]
+            schedule = {"init_rank": rank, "target_rank": min(settings.adalora.target_rank, rank)}
+            update["adalora"] = settings.adalora.model_copy(update=schedule)
     adapted = settings.model_copy(
         update={**update, "modules_to_save": sorted({*settings.modules_to_save, *config.get("modules_to_save", [])})}
     )
     report = apply_peft(model, adapted, seed)
     found = {path: (fan_in, fan_out) for path, fan_in, fan_out, _ in report.wrapped}
-    for path, shape in config["layers"].items():
-        if found.get(path) != tuple(shape):
-            raise InputError(
-                f"peft.adapter: layer {path} is {tuple(shape)} in the adapter but {found.get(path)} in the base model"
-            )
+    stored = {path: tuple(shape) for path, shape in config["layers"].items()}
+    for path in sorted(stored.keys() | found.keys()):
+        ours, theirs = stored.get(path), found.get(path)
+        if ours != theirs:
+            raise InputError(f"peft.adapter: layer {path} is {ours} in the adapter but {theirs} in the base model")
     tensors = load_file(str(directory / WEIGHTS_FILE))
     for layer in adapter_layers(model):
-        for variable in layer.adapter_variables:
+        for variable in _saved_variables(layer):
             variable.assign(tensors[f"{layer.path}/{variable.name}"])
     for name in config.get("modules_to_save", []):
         for variable in model.get_layer(name).weights:
@@ -112,3 +118,20 @@ def load_adapter(model: keras.Model, backbone, directory: Path, settings: PeftCo
                 )
             variable.assign(tensors[variable.path])
     return report
+
+
+def _saved_variables(layer) -> list:
+    return [*layer.adapter_variables, *layer.adapter_state]
+
+
+def _method_settings(layer) -> dict:
+    """What adapter_config.json records of the method: LoRA's rank, alpha and rsLoRA, or the bottleneck
+    settings."""
+    if layer.adapter_method == "bottleneck":
+        return {"method": "bottleneck", "bottleneck": layer.adapter_settings.model_dump()}
+    return {
+        "method": layer.adapter_method,
+        "rank": layer.adapter_rank,
+        "alpha": layer.adapter_alpha,
+        "rslora": layer.adapter_rslora,
+    }

@@ -4,7 +4,8 @@ Targets are named after keras-hub's sublayers (`query`, `key`, `value`, `attenti
 `intermediate`, `output`; the private attribute names are in architectures/spec.py), or `all-linear`
 for all six, or regular expressions on layer paths written `re:PATTERN`. `exclude` patterns remove
 matches. Everything else is frozen, except the layers named in
-`modules_to_save` (e.g. a classification head), which train in full.
+`modules_to_save` (e.g. a classification head), which train in full. Bottleneck adapters
+(`method: bottleneck`) sit where their placement says instead (architectures/spec.py, peft/bottleneck.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from kerasboost.architectures import Architecture, architecture_of
 from kerasboost.architectures.spec import KERAS_HUB_PROJECTIONS, SELF_ATTENTION_ATTRIBUTE
 from kerasboost.errors import InputError
+from kerasboost.peft.adalora import attach_adalora
+from kerasboost.peft.bottleneck import BottleneckLayer, attach_parallel, attach_serial
 from kerasboost.peft.lora import LoraLayer, attach_lora
 from kerasboost.recipe import PeftConfig
 
@@ -88,19 +92,55 @@ def select_targets(model: keras.Model, config: PeftConfig) -> list[keras.layers.
 def apply_peft(model: keras.Model, config: PeftConfig, seed: int) -> PeftReport:
     """Adds adapters to the chosen projections and freezes every other variable but `modules_to_save`
     (with `quantize_base: int8`, after quantizing every transformer projection)."""
+    if config.method == "bottleneck":
+        return freeze_all_but(model, attach_bottlenecks(model, config, seed), config.modules_to_save)
     chosen = select_targets(model, config)
     memory = None
     if config.quantize_base:
         before = weight_bytes(model)
         quantize_projections(model)
         memory = (before, weight_bytes(model))
-    for index, layer in enumerate(chosen):
+    if config.method == "adalora":
+        attach_adalora(chosen, config.adalora, config.alpha, config.dropout, seed)
+    for index, layer in enumerate(chosen if config.method in ("lora", "dora") else ()):
         attach_lora(
             layer, config.method, config.rank, config.alpha, config.dropout, config.rslora, config.init, seed + index
         )
     report = freeze_all_but(model, chosen, config.modules_to_save)
     report.weight_bytes = memory
     return report
+
+
+def attach_bottlenecks(model: keras.Model, config: PeftConfig, seed: int) -> list[BottleneckLayer]:
+    """Bottleneck adapters at the sites of `config.bottleneck.placement` in every block (targets, rank and
+    alpha do not apply); returns the adapted layers (both projections of a parallel adapter)."""
+    if config.quantize_base:
+        raise InputError("peft.quantize_base: int8 bases are for LoRA, DoRA and AdaLoRA, not bottleneck adapters")
+    settings = config.bottleneck
+    sites = _architecture(model).bottleneck_sites[settings.placement]
+    found = sorted(projections(model).items())
+    if settings.placement != "parallel":
+        chosen = [layer for _, (layer, name) in found if name in sites]
+        return [attach_serial(layer, settings, seed + index) for index, layer in enumerate(chosen)]
+    first, second = (
+        {path.rpartition("/")[0]: layer for path, (layer, name) in found if name == site} for site in sites
+    )
+    if first.keys() != second.keys():
+        raise ValueError(f"parallel bottleneck adapters need {sites[0]} and {sites[1]} in every block")
+    adapted = []
+    for index, block in enumerate(sorted(first)):
+        adapted += attach_parallel(first[block], second[block], settings, seed + index)
+    return adapted
+
+
+def _architecture(model: keras.Model) -> Architecture:
+    """The architecture of the backbone `model` is or holds."""
+    for layer in model._flatten_layers(include_self=True):
+        try:
+            return architecture_of(layer)
+        except KeyError:
+            continue
+    raise ValueError(f"{model.name}: holds no keras-hub backbone kerasboost knows")
 
 
 def freeze_all_but(model: keras.Model, adapted: list, modules_to_save: list[str]) -> PeftReport:
@@ -136,15 +176,32 @@ def weight_bytes(model: keras.Model) -> int:
     return sum(math.prod(v.shape) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in model.weights)
 
 
-def adapter_layers(model: keras.Model) -> list[LoraLayer]:
-    return [layer for layer, _ in projections(model).values() if isinstance(layer, LoraLayer)]
+def adapter_layers(model: keras.Model) -> list[LoraLayer | BottleneckLayer]:
+    return [layer for layer, _ in projections(model).values() if isinstance(layer, (LoraLayer, BottleneckLayer))]
+
+
+def mergeable(model: keras.Model) -> bool:
+    """Whether the base weights can absorb the model's adapters: not bottleneck adapters, whose path has an
+    activation between its projections."""
+    return not any(isinstance(layer, BottleneckLayer) for layer in adapter_layers(model))
+
+
+def refuse_merging(model: keras.Model, what: str, why: str = "they cannot be merged into the base weights") -> None:
+    """A one-line InputError for `what` (a command) on a model with bottleneck adapters."""
+    if not mergeable(model):
+        raise InputError(
+            f"{what}: bottleneck adapters: {why}; use export --format adapter (the adapters alone) "
+            "or --format saved_model (the whole model, adapters included)"
+        )
 
 
 def merge_adapters(model: keras.Model) -> None:
+    refuse_merging(model, "merge")
     for layer in adapter_layers(model):
         layer.merge()
 
 
 def unmerge_adapters(model: keras.Model) -> None:
     for layer in adapter_layers(model):
-        layer.unmerge()
+        if isinstance(layer, LoraLayer):  # bottleneck adapters are never merged
+            layer.unmerge()

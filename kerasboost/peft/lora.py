@@ -31,7 +31,29 @@ from keras.src.backend import AutocastScope
 from kerasboost.models.flat_einsum import flat_contraction, flat_product
 
 
-class LoraLayer:
+class StoredAfterBase:
+    """Saving for a projection with an adapter: `_stored_variables()` (the base layer's variables in the
+    order Dense / EinsumDense store them, then the adapter's) by index, so weights files keep keras-hub's
+    layout with the adapter's variables after it."""
+
+    def _stored_variables(self) -> list:
+        raise NotImplementedError
+
+    def save_own_variables(self, store):
+        for index, variable in enumerate(self._stored_variables()):
+            store[str(index)] = variable
+
+    def load_own_variables(self, store):
+        variables = self._stored_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"{self.path}: the weights file holds {len(store.keys())} variables, the adapted layer {len(variables)}"
+            )
+        for index, variable in enumerate(variables):
+            variable.assign(store[str(index)])
+
+
+class LoraLayer(StoredAfterBase):
     """Mixin for Dense / EinsumDense: the adapter variables and the forward pass above.
 
     Attributes are named `adapter_*` because Keras' Dense already owns `lora_*` for its built-in LoRA.
@@ -70,7 +92,13 @@ class LoraLayer:
 
     @property
     def adapter_variables(self) -> list:
+        """The adapter's trainable variables."""
         return [v for v in (self.adapter_a, self.adapter_b, self.adapter_magnitude) if v is not None]
+
+    @property
+    def adapter_state(self) -> list:
+        """Non-trainable variables the adapter keeps between steps (saved with it, never trained)."""
+        return []
 
     # --- the flat (in, out) view of the kernel -------------------------------------------------
 
@@ -104,6 +132,10 @@ class LoraLayer:
         """s * A B as a flat (in, out) matrix."""
         return self.adapter_scale * ops.matmul(self.adapter_a, self.adapter_b)
 
+    def adapter_update(self, flat):
+        """s * B A x for flat float32 inputs x (rows): the adapter's share of the output."""
+        return ops.matmul(ops.matmul(flat, self.adapter_a), self.adapter_b) * self.adapter_scale
+
     # --- forward ---------------------------------------------------------------------------
 
     def _base(self, inputs, kernel):
@@ -116,7 +148,7 @@ class LoraLayer:
             x = inputs if self.adapter_dropout is None else self.adapter_dropout(inputs, training=training)
             batch_shape = ops.shape(x)[: len(x.shape) - self._input_rank()]
             flat = ops.reshape(ops.cast(x, "float32"), (-1, self.adapter_shape[0]))
-            update = ops.matmul(ops.matmul(flat, self.adapter_a), self.adapter_b) * self.adapter_scale
+            update = self.adapter_update(flat)
             update = ops.reshape(update, (*batch_shape, *tuple(self._kernel.shape)[self._input_rank() :]))
             if self.adapter_magnitude is not None:
                 norm = ops.stop_gradient(self._column_norm(self._flat_kernel() + self.adapter_delta()))
@@ -163,20 +195,13 @@ class LoraLayer:
     def _stored_variables(self) -> list:
         """Kernel, bias (and int8 scale) in the order Dense / EinsumDense store them, then the adapter's."""
         scale = [self.kernel_scale] if self.quantization_mode else []
-        return [self._kernel, *([self.bias] if self.bias is not None else []), *scale, *self.adapter_variables]
-
-    def save_own_variables(self, store):
-        for index, variable in enumerate(self._stored_variables()):
-            store[str(index)] = variable
-
-    def load_own_variables(self, store):
-        variables = self._stored_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"{self.path}: the weights file holds {len(store.keys())} variables, the LoRA layer {len(variables)}"
-            )
-        for index, variable in enumerate(variables):
-            variable.assign(store[str(index)])
+        return [
+            self._kernel,
+            *([self.bias] if self.bias is not None else []),
+            *scale,
+            *self.adapter_variables,
+            *self.adapter_state,
+        ]
 
 
 class LoraDense(LoraLayer, keras.layers.Dense):
@@ -220,14 +245,20 @@ def attach_lora(
     seed: int = 0,
 ):
     """Turns a built Dense or EinsumDense (float or int8-quantized) into its LoRA subclass in place."""
+    swap_projection_class(layer, LoraDense, LoraEinsumDense)
+    layer._init_adapter(method, rank, alpha, dropout, rslora, init, seed)
+    return layer
+
+
+def swap_projection_class(layer, dense: type, einsum_dense: type) -> None:
+    """Gives a plain Dense the class `dense`, a plain EinsumDense `einsum_dense` (subclasses of
+    `LoraLayer` that add variables but no nesting level, so weight paths stay keras-hub's)."""
     if isinstance(layer, LoraLayer):
         raise ValueError(f"{layer.path}: already has a LoRA adapter")
     if type(layer) is keras.layers.EinsumDense:
-        layer.__class__ = LoraEinsumDense
+        layer.__class__ = einsum_dense
     elif type(layer) is keras.layers.Dense:
-        layer.__class__ = LoraDense
+        layer.__class__ = dense
     else:
         raise ValueError(f"{layer.path}: LoRA wraps Dense and EinsumDense layers, not {type(layer).__name__}")
     layer._input_rank()  # refuses kernels that do not flatten to (in, out)
-    layer._init_adapter(method, rank, alpha, dropout, rslora, init, seed)
-    return layer

@@ -76,6 +76,7 @@ class PeriodEnd(keras.callbacks.Callback):
         self._steady = [0, 0.0]  # tokens, seconds, over periods after the first (which pays for compilation)
         self._period = (0.0, 0)
         self._saved_at = time.perf_counter()
+        self._ranks: dict[str, int] | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._period = (time.perf_counter(), self.steps.step)
@@ -111,6 +112,7 @@ class PeriodEnd(keras.callbacks.Callback):
                 f"step {step}: {skipped} steps skipped for a non-finite update, more than "
                 f"train.max_skipped_steps ({self.max_skipped_steps}); the last checkpoint is the last good state"
             )
+        self._log_ranks(step)
         watching = self.result.watches
         entry = self.result.evaluations[-1]
         improved = "best" in watching and watching["best"].update(entry, step)
@@ -133,11 +135,25 @@ class PeriodEnd(keras.callbacks.Callback):
         if self._steady[1]:
             self.result.steady_tokens_per_second = self._steady[0] / self._steady[1]
 
+    def _log_ranks(self, step: int) -> None:
+        """AdaLoRA: each layer's allocated rank and their total, to TensorBoard when they changed since the
+        last evaluation."""
+        allocator = getattr(self.model.optimizer, "rank_allocator", None)
+        ranks = allocator.ranks() if allocator is not None else None
+        if ranks is None or ranks == self._ranks:
+            return
+        self._ranks = ranks
+        ranked = {f"adalora/rank/{path}": rank for path, rank in ranks.items()}
+        self.steps.log.scalars("train", step, {"adalora/total_rank": sum(ranks.values()), **ranked})
+
     def _checkpoint(self, step: int, best: bool = False) -> None:
         """The step's checkpoint (once), or with `best` the best one (checkpoints/best/, the only one there)."""
         if step == self.checkpointed and not best:
             return
         check_finite_weights(self.model, step)
+        allocator = getattr(self.model.optimizer, "rank_allocator", None)
+        if allocator is not None:
+            allocator.mirror()
         if self.distributed.saves_weights:
             directory, keep = (
                 (self.run.checkpoints / "best", 1) if best else (self.run.checkpoints, self.checkpoints.keep)

@@ -8,6 +8,7 @@ import math
 import keras
 from keras import ops
 
+from kerasboost.peft.adalora import AllocatesRanks, RankAllocator
 from kerasboost.recipe import TrainConfig
 from kerasboost.train.fused_adamw import FusedAdamW
 
@@ -61,6 +62,8 @@ class SkipsNonFiniteSteps:
     selects accumulator updates the same way). Costs a copy of the weights and slots per step."""
 
     def build(self, variables):
+        if self.built:  # a resumed run builds before loading, and Keras' trainer asks again
+            return
         super().build(variables)
         self.skipped_steps = self.add_variable((), initializer="zeros", dtype="int32", name="skipped_steps")
 
@@ -75,12 +78,17 @@ class SkipsNonFiniteSteps:
         self.skipped_steps.assign_add(ops.where(finite, 0, 1))
 
 
-def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.AdamW:
+def build_optimizer(
+    config: TrainConfig, total_steps: int, rank_allocator: RankAllocator | None = None
+) -> keras.optimizers.AdamW:
     """AdamW on `WarmupDecay`; `total_steps` counts optimizer updates, not micro-batches. On TensorFlow,
     `FusedAdamW` (TensorFlow's Adam kernel, sparse gradients summed first) unless `kernels: keras`;
-    elsewhere Keras' own; `SkipsNonFiniteSteps` mixed in with `nonfinite: skip`."""
+    elsewhere Keras' own; `AllocatesRanks` mixed in for an AdaLoRA model's `rank_allocator`, and
+    `SkipsNonFiniteSteps` around both with `nonfinite: skip` (a skipped step leaves the allocation as it was)."""
     fused = keras.backend.backend() == "tensorflow" and config.kernels == "auto"
     kind = FusedAdamW if fused else keras.optimizers.AdamW
+    if rank_allocator is not None:
+        kind = type(f"Allocating{kind.__name__}", (AllocatesRanks, kind), {})
     if config.nonfinite == "skip":
         kind = type(f"Skipping{kind.__name__}", (SkipsNonFiniteSteps, kind), {})
     optimizer = kind(
@@ -93,4 +101,6 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.A
         gradient_accumulation_steps=config.gradient_accumulation if config.gradient_accumulation > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_names=[NO_WEIGHT_DECAY])
+    if rank_allocator is not None:
+        optimizer.rank_allocator = rank_allocator
     return optimizer
