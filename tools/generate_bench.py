@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from interleave import interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = {"layers": 12, "heads": 12, "hidden": 768, "ffn": 3072, "positions": 1024}
@@ -144,18 +145,8 @@ def main() -> None:
             [sys.executable, __file__, "--child", "build", "--directory", str(directory), *quick], check=True
         )
         systems = ["transformers", *args.backends.split(",")]
-        results: dict[str, list[dict]] = {system: [] for system in systems}
-        for _ in range(args.repeats):
-            for system in systems:
-                command = [sys.executable, __file__, "--child", system, "--directory", str(directory)]
-                command += ["--batch", str(args.batch), "--new-tokens", str(args.new_tokens)]
-                process = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
-                if process.returncode != 0:
-                    print(f"{system} failed: {process.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-                    continue
-                row = json.loads(process.stdout.strip().splitlines()[-1])
-                print(json.dumps(row), flush=True)
-                results[system].append(row)
+        arguments = ["--directory", str(directory), *["--batch", str(args.batch), "--new-tokens", str(args.new_tokens)]]
+        results = interleaved(__file__, systems, arguments, args.repeats)
     print("\n| system | new tokens/s (median) | first call s |")
     print("|---|---|---|")
     for system, rows in results.items():
