@@ -6,6 +6,7 @@ failure (short message; traceback with --debug). Only `run` imports keras, after
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import traceback
@@ -340,7 +341,7 @@ def _predict(run_dir, input_file, texts, output, batch_size, top_k, sampling, ba
 
     max_length, strategy, top_p, seed = sampling
     chosen = Sampling(max_length or recipe.generate.max_length, strategy, top_k, top_p, seed)
-    trained = load_trained(run_dir)
+    trained = load_trained(run_dir, with_data=False)  # the run directory alone: no corpus is read
     written = write_jsonl(predictions(trained, inputs, batch_size, top_k, chosen), output)
     if output is not None:
         click.echo(f"predictions: {written} -> {output}")
@@ -351,13 +352,14 @@ def _predict(run_dir, input_file, texts, output, batch_size, top_k, sampling, ba
 @click.option(
     "--format",
     "form",
-    type=click.Choice(["preset", "base", "adapter", "peft", "transformers", "saved_model"]),
+    type=click.Choice(["preset", "base", "adapter", "peft", "transformers", "saved_model", "onnx"]),
     default="preset",
     show_default=True,
     help="preset: the trained model as a keras-hub preset (adapters merged in); base: the frozen base "
     "an adapter run trained on; adapter: our adapter files; peft: Hugging Face PEFT adapter files; "
     "transformers: the trained model as transformers' class for the task (AutoModelFor...from_pretrained); "
-    "saved_model: a TensorFlow SavedModel for TF Serving (endpoint serve: token ids -> the task's logits).",
+    "saved_model: a TensorFlow SavedModel for TF Serving (endpoint serve: token ids -> the task's logits); "
+    "onnx: model.onnx for ONNX Runtime (same inputs and outputs, float32).",
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export-FORMAT).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (beats KERAS_BACKEND and the recipe).")
@@ -387,11 +389,14 @@ def _export(run_dir: str, form: str, out: str | None, backend: str | None) -> Pa
     from kerasboost.backend import resolve_backend, select_backend
 
     chosen = resolve_backend(backend, load_recipe(_run_recipe_file(run_dir)).backend)
-    if form == "saved_model" and chosen != "tensorflow":
+    what = {"saved_model": "SavedModels", "onnx": "ONNX files (through tf2onnx)"}.get(form)
+    if what and chosen != "tensorflow":
         raise InputError(
-            f"--format saved_model: Keras exports SavedModels of these models from the tensorflow backend, not "
+            f"--format {form}: Keras exports {what} of these models from the tensorflow backend, not "
             f"{chosen}; add --backend tensorflow (the run's checkpoints load on any backend)"
         )
+    if form == "onnx" and not all(importlib.util.find_spec(name) for name in ("tf2onnx", "onnx")):
+        raise InputError("--format onnx needs tf2onnx and onnx: pip install 'kerasboost[onnx]'")
     select_backend(chosen)
     from kerasboost.runner import export_run
 

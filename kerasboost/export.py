@@ -1,4 +1,4 @@
-"""Exports: the trained backbone and its tokenizer as a keras-hub preset directory.
+"""Exports: the trained backbone and its tokenizer as a keras-hub preset directory; the task's model as ONNX.
 
 A backbone with adapters (or an int8 base) is exported merged: adapters are folded into a plain float
 copy of the backbone, so the preset holds no LoRA layer and loads with plain keras-hub. Bottleneck adapters
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from kerasboost.peft.inject import adapter_layers, projections, refuse_merging
 from kerasboost.peft.lora import LoraLayer, float_kernel
@@ -47,3 +48,15 @@ def plain_backbone(backbone, merge: bool):
     for variable in plain.weights:
         variable.assign(keras.ops.cast(keras.ops.reshape(values[variable.path], variable.shape), variable.dtype))
     return plain
+
+
+def export_onnx(model: keras.Model, directory: Path, sequence_length: int) -> Path:
+    """`directory`/model.onnx: the task's model through Keras' ONNX export (tf2onnx, tensorflow backend), its
+    int32 inputs by name (token_ids, padding_mask, and segment_ids where the architecture has them) for any
+    batch size and length, its output the task's logits. The model must run in float32 (ONNX Runtime's CPU
+    kernels have no bfloat16 matmul)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # Keras exports only a model that has been called.
+    model({layer.name: np.ones((1, sequence_length), "int32") for layer in model.inputs})
+    model.export(str(directory / "model.onnx"), format="onnx", verbose=False)
+    return directory

@@ -21,10 +21,11 @@ import keras
 from kerasboost.backend import Precision, jit_compile, seed_everything, steps_per_execution, use_precision, versions
 from kerasboost.data.pipeline import evaluation_batches
 from kerasboost.data.prepare import PreparedData, prepare_data
+from kerasboost.data.tokenizer import build_tokenizer
 from kerasboost.distribute import Distributed
 from kerasboost.distribute import setup as setup_distribution
 from kerasboost.errors import InputError
-from kerasboost.export import export_preset, merged_backbone, plain_backbone
+from kerasboost.export import export_onnx, export_preset, merged_backbone, plain_backbone
 from kerasboost.models.dropout import pack_dropouts
 from kerasboost.models.flat_einsum import use_flat_einsums
 from kerasboost.models.fused_gelu import fuse_gelus
@@ -37,7 +38,7 @@ from kerasboost.peft.hf_format import export_peft, import_peft, is_peft_adapter
 from kerasboost.peft.inject import adapter_layers, apply_peft, mergeable, refuse_merging
 from kerasboost.recipe import ModelConfig, PeftConfig, Recipe, TrainConfig, load_recipe
 from kerasboost.rundir import RunDir, discard, existing_run_dir, locked, new_run_dir
-from kerasboost.tasks import prepare_task
+from kerasboost.tasks import prepare_task, task_model
 from kerasboost.tasks.task import Task
 from kerasboost.train.checkpoints import Checkpoint, check_room, load_weights, newest_intact, restore_checkpoint
 from kerasboost.train.flops import Speed, compute_dtype, flops_per_token, matmul_peak
@@ -297,9 +298,10 @@ class TrainedRun:
     step: int
 
 
-def load_trained(run: str | Path, recipe: Recipe | None = None) -> TrainedRun:
-    """The one way to load a trained run (eval, export, merge): its recipe.yaml unless `recipe` is given,
-    the tokenizer and labels of its run directory, and the weights of its newest checkpoint."""
+def load_trained(run: str | Path, recipe: Recipe | None = None, with_data: bool = True) -> TrainedRun:
+    """The one way to load a trained run (eval, export, merge, predict): its recipe.yaml unless `recipe` is
+    given, the tokenizer and labels of its run directory, and the weights of its newest checkpoint. Without
+    `with_data` (predict, export) nothing of its corpus is read: the run directory alone is enough."""
     run_dir = RunDir(Path(run).resolve())
     recipe = recipe or load_recipe(run_dir.recipe_file)
     checkpoint = newest_intact(run_dir.checkpoints / "best", warn=_note) if recipe.checkpoint.best else None
@@ -308,15 +310,22 @@ def load_trained(run: str | Path, recipe: Recipe | None = None) -> TrainedRun:
     checkpoint = checkpoint or newest_intact(run_dir.checkpoints, warn=_note)
     if checkpoint is None:
         raise InputError(f"{run_dir.checkpoints}: the run holds no intact checkpoint")
-    task = _prepared_task(recipe, run_dir)
+    task = _prepared_task(recipe, run_dir, with_data)
     load_weights(task.model, checkpoint)
     return TrainedRun(task, run_dir, recipe, checkpoint.step)
 
 
-def _prepared_task(recipe: Recipe, run_dir: RunDir) -> Task:
-    """The recipe's task (and adapters) under its precision, for using a model rather than training it."""
+def _prepared_task(recipe: Recipe, run_dir: RunDir, with_data: bool = True) -> Task:
+    """The recipe's task (and adapters) under its precision, for using a model rather than training it;
+    without `with_data`, its model alone, with the tokenizer and labels the run directory holds."""
     use_precision(recipe.train.precision)
-    task = prepare_task(recipe, run_dir, prepare_data(recipe, run_dir))
+    if with_data:
+        task = prepare_task(recipe, run_dir, prepare_data(recipe, run_dir))
+    else:
+        with tempfile.TemporaryDirectory() as scratch:  # the run's own files are read, not written
+            tokenizer = build_tokenizer(recipe.model, recipe.data, RunDir(Path(scratch)), trained=run_dir)
+        labels = json.loads(run_dir.labels_file.read_text(encoding="utf-8")) if run_dir.labels_file.is_file() else None
+        task = task_model(recipe, tokenizer, labels)
     if recipe.peft is not None:
         _add_adapters(task, recipe)
     return task
@@ -327,10 +336,14 @@ def export_run(run: str, form: str, out: str | None) -> Path:
     has adapters). A "preset" is always the trained model (adapters merged in) as keras-hub loads it; the
     "base" is the frozen model an adapter run trained on; "adapter" and "peft" hold the adapters alone;
     "transformers" is the trained model (adapters merged in) as transformers' class for the task;
-    "saved_model" the task's model as a TensorFlow SavedModel (Keras `model.export`; the CLI refuses it off
-    the tensorflow backend, where these models do not export). Bottleneck adapters cannot be merged, and
-    PEFT has none: "merge", "preset", "transformers" and "peft" refuse them."""
-    trained = load_trained(run)
+    "saved_model" the task's model as a TensorFlow SavedModel and "onnx" as an ONNX file (Keras
+    `model.export`; the CLI refuses both off the tensorflow backend, where these models do not export).
+    Bottleneck adapters cannot be merged, and PEFT has none: "merge", "preset", "transformers" and "peft"
+    refuse them."""
+    recipe = load_recipe(RunDir(Path(run).resolve()).recipe_file) if form == "onnx" else None
+    if recipe is not None:  # ONNX Runtime runs float32 on CPU: the exported graph is built in float32
+        recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"precision": "float32"})})
+    trained = load_trained(run, recipe, with_data=False)
     task, run_dir, recipe = trained.task, trained.run_dir, trained.recipe
     directory = Path(out) if out else run_dir.root / ("export-merged" if form == "merge" else f"export-{form}")
     if form in ("base", "merge") and not adapter_layers(task.model):
@@ -351,6 +364,8 @@ def export_run(run: str, form: str, out: str | None) -> Path:
     if form == "saved_model":
         task.model.export(str(directory), format="tf_saved_model", verbose=False)
         return directory
+    if form == "onnx":
+        return export_onnx(task.model, directory, recipe.data.sequence_length)
     if form == "transformers":
         labels = json.loads(run_dir.labels_file.read_text(encoding="utf-8")) if run_dir.labels_file.is_file() else None
         merged = merged_backbone(task.backbone)

@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated names from the table")
+    parser.add_argument(
+        "--learning-rate", action="append", default=[], metavar="NAME=RATE", help="another rate for one method"
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -189,10 +192,12 @@ def main() -> None:
         "reviews.csv": ["data.source=" + str(write_reviews(workdir / "reviews.csv")), "data.validation_split=0.15"],
     }
     batch_tokens = 32 * 128
+    rates = {name: rate for name, (_, rate) in METHODS.items()}
+    rates.update((name, float(rate)) for name, rate in (pair.rsplit("=", 1) for pair in args.learning_rate))
     results = []
     for task, task_sets in tasks.items():
         for name in args.methods.split(","):
-            settings, rate = METHODS[name]
+            settings, rate = METHODS[name][0], rates[name]
             run_dir = workdir / re.sub(r"[^a-z0-9]+", "-", f"{task}-{name}".lower()).strip("-")
             sets = [
                 *seed,
@@ -216,6 +221,7 @@ def main() -> None:
             row = {
                 "task": task,
                 "method": name,
+                "learning_rate": rate,
                 "command": shlex.join(command),
                 "exit": code,
                 "seconds": seconds,
@@ -242,18 +248,19 @@ def table(results: list[dict], args) -> str:
         f"pretraining {args.pretrain_steps} steps · at most {args.steps} steps, evaluation every {args.eval_every}, "
         f"early stopping patience {args.patience}",
         "",
-        "| task | method | trainable | % | accuracy | macro-F1 | % of full FT | best step / last | ms/step "
-        "| peak RSS MB | optimizer MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | method | learning rate | trainable | % | accuracy | macro-F1 | % of full FT | best step / last "
+        "| ms/step | peak RSS MB | optimizer MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     full = {row["task"]: row.get("macro_f1") for row in results if row["method"] == "full fine-tuning"}
     for row in results:
         if row["exit"]:
-            lines.append(f"| {row['task']} | {row['method']} | failed (exit {row['exit']}) |||||||||")
+            lines.append(f"| {row['task']} | {row['method']} | failed (exit {row['exit']}) ||||||||||")
             continue
         relative = f"{100 * row['macro_f1'] / full[row['task']]:.0f}" if full.get(row["task"]) else "-"
         lines.append(
-            f"| {row['task']} | {row['method']} | {row['trainable']:,} | {100 * row['share']:.2f} | "
+            f"| {row['task']} | {row['method']} | {row['learning_rate']:g} | {row['trainable']:,} | "
+            f"{100 * row['share']:.2f} | "
             f"{row['accuracy']:.3f} | {row['macro_f1']:.3f} | {relative} | {row['best_step']} / {row['final_step']} | "
             f"{row['ms_per_step']:.1f} | {row['peak_rss_mb']:,.0f} | {row['optimizer_mb']:.2f} |"
         )

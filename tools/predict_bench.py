@@ -3,6 +3,7 @@ weights, same texts, same machine.
 
     python tools/predict_bench.py                       # BERT-base size (12 layers, hidden 768), 512 texts
     python tools/predict_bench.py --backends tensorflow --repeats 1
+    python tools/predict_bench.py --short               # first sentences (about a dozen tokens) instead
     python tools/predict_bench.py --quick               # a tiny model: checks the tool, measures nothing
 
 A classification run is made with `kerasboost run recipes/classify.yaml` at the chosen size (2 training steps:
@@ -35,10 +36,14 @@ SIZE = ["num_layers=12", "num_heads=12", "hidden_dim=768", "intermediate_dim=307
 QUICK = ["num_layers=2", "num_heads=2", "hidden_dim=32", "intermediate_dim=64"]
 
 
-def texts(count: int) -> list[str]:
+def texts(count: int, short: bool = False) -> list[str]:
+    """The built-in labelled docstrings (most fill the 128 tokens), or with `short` their first sentences
+    (a dozen tokens or so, as reviews and queries are)."""
     from kerasboost.data.builtin import pydocs_topics
 
     documents = [document.text.replace("\n", " ") for document in pydocs_topics()]
+    if short:
+        documents = [document.split(". ")[0] for document in documents]
     return [documents[index % len(documents)] for index in range(count)]
 
 
@@ -62,15 +67,15 @@ def build(directory: Path, quick: bool) -> None:
     subprocess.run([*export, "--out", str(directory / "transformers")], cwd=ROOT, env=env, check=True)
 
 
-def measure_kerasboost(directory: Path, backend: str, count: int, batch: int, repeats: int) -> dict:
+def measure_kerasboost(directory: Path, backend: str, count: int, batch: int, repeats: int, short: bool) -> dict:
     from kerasboost.backend import select_backend
 
     select_backend(backend)
     from kerasboost.predict import Sampling, predictions
     from kerasboost.runner import load_trained
 
-    trained = load_trained(directory / "run")
-    inputs = texts(count)
+    trained = load_trained(directory / "run", with_data=False)
+    inputs = texts(count, short)
 
     def once(items: list[str]) -> float:
         started = time.perf_counter()
@@ -82,11 +87,11 @@ def measure_kerasboost(directory: Path, backend: str, count: int, batch: int, re
     return {"first_batch_s": first, "seconds": [once(inputs) for _ in range(repeats)]}
 
 
-def measure_pipeline(directory: Path, count: int, batch: int, repeats: int) -> dict:
+def measure_pipeline(directory: Path, count: int, batch: int, repeats: int, short: bool) -> dict:
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(directory / "transformers"), device="cpu")
-    inputs = texts(count)
+    inputs = texts(count, short)
     options = {"truncation": True, "max_length": 128, "top_k": None}
     if batch > 1:
         options["batch_size"] = batch
@@ -107,9 +112,9 @@ def child(args) -> None:
         return build(directory, args.quick)
     if args.system.startswith("pipeline"):
         batch = args.batch if args.system == "pipeline-batched" else 1
-        result = measure_pipeline(directory, args.texts, batch, 1)
+        result = measure_pipeline(directory, args.texts, batch, 1, args.short)
     else:
-        result = measure_kerasboost(directory, args.system, args.texts, args.batch, 1)
+        result = measure_kerasboost(directory, args.system, args.texts, args.batch, 1, args.short)
     print(json.dumps({"system": args.system, **result}))
 
 
@@ -119,6 +124,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--short", action="store_true", help="first sentences instead of whole docstrings")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", dest="system")
     parser.add_argument("--directory")
@@ -134,7 +140,8 @@ def main() -> None:
             [sys.executable, __file__, "--child", "build", "--directory", str(directory), *quick], check=True
         )
         systems = ["pipeline", "pipeline-batched", *args.backends.split(",")]
-        arguments = ["--directory", str(directory), *["--texts", str(args.texts), "--batch", str(args.batch)]]
+        arguments = ["--directory", str(directory), "--texts", str(args.texts), "--batch", str(args.batch)]
+        arguments += ["--short"] if args.short else []
         results = interleaved(__file__, systems, arguments, args.repeats)
     baseline = results["pipeline"]
     base_rate = args.texts / statistics.median(s for row in baseline for s in row["seconds"]) if baseline else None

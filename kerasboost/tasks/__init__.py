@@ -1,7 +1,8 @@
 """Tasks: what a recipe's `task:` builds from documents and puts on top of the backbone.
 
 Every task returns the same `Task` (tasks/task.py), so reading data and the training loop are shared and
-never copied per task.
+never copied per task. Each task module's `build_model` makes the model alone, which is all a trained run
+needs to be used (`task_model`): no corpus, no token store.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ _BUILDERS = {
     "causal_lm": causal_lm.prepare,
     "classification": classification.prepare,
 }
+
+
+_MODELS = {
+    "mlm": mlm.build_model,
+    "bert_pretraining": bert_pretraining.build_model,
+    "causal_lm": causal_lm.build_model,
+    "classification": classification.build_model,
+}
+
+
+def task_model(recipe: Recipe, tokenizer, labels: list[str] | None) -> Task:
+    """The task's model for a trained run's weights to load into, without its data (`batches` is None)."""
+    backbone, model = _MODELS[recipe.task](recipe, tokenizer.vocabulary_size(), labels)
+    return Task(tokenizer, None, backbone, model, loss=None, metrics=None, summary=[])
 
 
 def prepare_task(recipe: Recipe, run: RunDir, data: PreparedData) -> Task:

@@ -16,6 +16,12 @@ from kerasboost.tasks.mlm import mlm_masker
 from kerasboost.tasks.task import Task, batches
 
 
+def build_model(recipe, vocabulary_size: int, labels: list[str] | None = None):
+    """The backbone and the masked-LM + next-sentence model on it."""
+    backbone = build_backbone(recipe.model, vocabulary_size)
+    return backbone, build_mlm_model(backbone, next_sentence=True)
+
+
 def prepare(recipe, run, data: PreparedData):
     tokenizer = data.tokenizer
     mlm = mlm_masker(recipe, tokenizer)
@@ -29,7 +35,7 @@ def prepare(recipe, run, data: PreparedData):
             {"mlm": weights, "nsp": tf.ones_like(next_sentence, dtype=tf.float32)},
         )
 
-    backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
+    backbone, model = build_model(recipe, tokenizer.vocabulary_size())
     weights = recipe.loss_weights
     balance = float(np.mean(data.store.split("validation").head()["next_sentence"]))
     summary = [
@@ -42,7 +48,7 @@ def prepare(recipe, run, data: PreparedData):
         tokenizer,
         batches(data, transform, recipe.data.sequence_length),
         backbone,
-        build_mlm_model(backbone, next_sentence=True),
+        model,
         loss={
             "mlm": masked_cross_entropy(recipe.train.label_smoothing),
             "nsp": keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -14,9 +14,15 @@ from kerasboost.models.mlm import mlm_loss_and_metrics
 from kerasboost.tasks.task import Task, batches
 
 
+def build_model(recipe, vocabulary_size: int, labels: list[str] | None = None):
+    """The GPT-2 backbone and the causal-LM model on it."""
+    backbone = build_backbone(recipe.model, vocabulary_size)
+    return backbone, build_causal_lm_model(backbone)
+
+
 def prepare(recipe, run, data: PreparedData):
     tokenizer = data.tokenizer
-    backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
+    backbone, model = build_model(recipe, tokenizer.vocabulary_size())
     loss, metrics = mlm_loss_and_metrics()
     summary = [
         data.describe(f"packed sequences of {recipe.data.sequence_length} tokens"),
@@ -54,7 +60,7 @@ def prepare(recipe, run, data: PreparedData):
         tokenizer,
         batches(data, next_token_transform, recipe.data.sequence_length),
         backbone,
-        build_causal_lm_model(backbone),
+        model,
         loss,
         metrics,
         summary,

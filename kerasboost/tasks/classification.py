@@ -17,14 +17,19 @@ from kerasboost.models.losses import sparse_cross_entropy
 from kerasboost.tasks.task import Task, batches
 
 
+def build_model(recipe, vocabulary_size: int, labels: list[str] | None = None):
+    """The backbone and a classifier of `labels` on it."""
+    backbone = build_backbone(recipe.model, vocabulary_size)
+    return backbone, build_classifier(backbone, len(labels), recipe.model.classifier_dropout)
+
+
 def prepare(recipe, run, data: PreparedData):
     names = data.labels
     run.labels_file.write_text(json.dumps(names, indent=1) + "\n", encoding="utf-8")
     tokenizer = data.tokenizer
     spec = architecture(recipe.model.backbone)
     validation = data.store.split("validation")
-    backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
-    model = build_classifier(backbone, len(names), recipe.model.classifier_dropout)
+    backbone, model = build_model(recipe, tokenizer.vocabulary_size(), names)
     counts = np.bincount(validation.head()["label"], minlength=len(names))
     summary = [
         data.describe("texts"),

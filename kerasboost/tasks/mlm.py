@@ -24,10 +24,16 @@ def mlm_masker(recipe, tokenizer):
     )
 
 
+def build_model(recipe, vocabulary_size: int, labels: list[str] | None = None):
+    """The backbone and the masked-LM model on it."""
+    backbone = build_backbone(recipe.model, vocabulary_size)
+    return backbone, build_mlm_model(backbone)
+
+
 def prepare(recipe, run, data: PreparedData):
     tokenizer = data.tokenizer
     spec = architecture(recipe.model.backbone)
-    backbone = build_backbone(recipe.model, tokenizer.vocabulary_size())
+    backbone, model = build_model(recipe, tokenizer.vocabulary_size())
     loss, metrics = mlm_loss_and_metrics(recipe.train.label_smoothing)
     length = recipe.data.sequence_length
     summary = [data.describe(f"sequences of {length} tokens"), describe_tokenizer(spec, tokenizer, run)]
@@ -35,7 +41,7 @@ def prepare(recipe, run, data: PreparedData):
         tokenizer,
         batches(data, mlm_masker(recipe, tokenizer), length),
         backbone,
-        build_mlm_model(backbone),
+        model,
         loss,
         metrics,
         summary,

@@ -16,7 +16,7 @@ from kerasboost.data.prepare import PreparedData
 @dataclass
 class Task:
     tokenizer: Any
-    batches: Batches
+    batches: Batches | None  # None: a trained model loaded to be used (predict, export), not trained or evaluated
     backbone: keras.Model
     model: keras.Model
     loss: Any

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,65 @@ def test_saved_model_serves_the_classifier_and_other_backends_say_which_exports(
     encoded = python(ENCODE, backend, str(classify), text)
     assert encoded.returncode == 0, explain(encoded)
     served = python(SAVED_MODEL_LOGITS, backend, str(out), encoded.stdout.strip().splitlines()[-1])
+    assert served.returncode == 0, explain(served)
+    names = json.loads((classify / "labels.json").read_text())
+    probabilities = json.loads(served.stdout.strip().splitlines()[-1])[0]
+    assert probabilities == pytest.approx([ours["probabilities"][name] for name in names], abs=1e-5)
+
+
+def test_the_run_directory_alone_predicts_and_exports(runs, tmp_path):
+    """Handed on without its corpus (the recipe's data.source gone), a run still predicts, the same as
+    before, and exports; eval, which needs the data, says which file is missing."""
+    backend, _, classify, _ = runs
+    moved = tmp_path / "moved"
+    shutil.copytree(classify, moved, ignore=shutil.ignore_patterns(".lock"))
+    recipe = yaml.safe_load((moved / "recipe.yaml").read_text())
+    recipe["data"]["source"] = str(tmp_path / "gone.csv")
+    (moved / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    texts = ["--text", "socket server port connection of the", "--text", "round the float value"]
+    before = kerasboost("predict", str(classify), *texts, backend=backend)
+    after = kerasboost("predict", str(moved), *texts, backend=backend)
+    assert after.returncode == 0, explain(after)
+    assert after.stdout == before.stdout
+    exported = kerasboost(
+        "export", str(moved), "--format", "transformers", "--out", str(tmp_path / "hf"), backend=backend
+    )
+    assert exported.returncode == 0, explain(exported)
+    evaluated = kerasboost("eval", str(moved), backend=backend)
+    assert evaluated.returncode == 2 and "gone.csv" in evaluated.stderr, explain(evaluated)
+
+
+ONNX_PROBABILITIES = """
+import json, sys
+import numpy as np
+import onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1] + "/model.onnx")
+inputs = json.loads(sys.argv[2])
+logits = session.run(None, {i.name: np.array(inputs[i.name], dtype="int32") for i in session.get_inputs()})[0]
+exp = np.exp(logits - logits.max(-1, keepdims=True))
+print(json.dumps((exp / exp.sum(-1, keepdims=True)).tolist()))
+"""
+
+
+def test_onnx_runs_the_classifier_in_onnx_runtime(runs, tmp_path):
+    """Exported from the tensorflow backend (a run trained on any backend), run by ONNX Runtime: the
+    probabilities `kerasboost predict` gives on the run's own backend."""
+    backend, _, classify, _ = runs
+    out = tmp_path / "onnx"
+    exported = kerasboost("export", str(classify), "--format", "onnx", "--out", str(out), backend=backend)
+    if backend != "tensorflow":
+        assert exported.returncode == 2 and exported.stderr.strip().splitlines() == [
+            f"error: --format onnx: Keras exports ONNX files (through tf2onnx) of these models from the tensorflow "
+            f"backend, not {backend}; add --backend tensorflow (the run's checkpoints load on any backend)"
+        ]
+        assert not out.exists()
+        exported = kerasboost("export", str(classify), "--format", "onnx", "--out", str(out), "--backend", "tensorflow")
+    assert exported.returncode == 0, explain(exported)
+    text = "socket server port connection of the"
+    ours = json.loads(kerasboost("predict", str(classify), "--text", text, backend=backend).stdout.splitlines()[-1])
+    encoded = python(ENCODE, "tensorflow", str(classify), text)
+    assert encoded.returncode == 0, explain(encoded)
+    served = python(ONNX_PROBABILITIES, backend, str(out), encoded.stdout.strip().splitlines()[-1])
     assert served.returncode == 0, explain(served)
     names = json.loads((classify / "labels.json").read_text())
     probabilities = json.loads(served.stdout.strip().splitlines()[-1])[0]
