@@ -152,7 +152,7 @@ def test_merges_and_merged_exports_are_refused_in_one_line_and_the_base_exports(
         recipe=None,
         step=1,
     )
-    monkeypatch.setattr(runner, "load_trained", lambda run: trained)
+    monkeypatch.setattr(runner, "load_trained", lambda run, recipe=None, with_data=True: trained)
     for form, what in [("merge", "merge")] + [(f, f"export --format {f}") for f in ("preset", "transformers", "peft")]:
         with pytest.raises(InputError, match=f"^{what}: {REFUSED}") as error:
             runner.export_run(str(tmp_path), form, None)
