@@ -13,7 +13,7 @@ On allocation steps (t > tinit, t % delta_t == 0, and t = T - tfinal) the triple
 whose score is at most the (init total - budget)-th smallest are masked (E set to 0); the budget falls
 from r0 per layer to `target_rank` per layer on a cubic schedule between tinit and T - tfinal. After
 T - tfinal the last mask is re-applied at every step. A masked triplet still trains, and may come back
-at the next allocation, as in PEFT. The mask is the layer's `rank pattern` (PEFT's `rank_pattern`).
+at the next allocation, as in PEFT. The mask is PEFT's `rank_pattern`.
 
 The orthogonality regulariser, orth_reg_weight * mean over all P and Q of ||P^T P - I||_F (training
 loss only), is added by each layer through `add_loss`.
@@ -21,8 +21,8 @@ loss only), is added by each layer through `add_loss`.
 Why our own: Keras has no AdaLoRA, and PEFT's runs on torch only. The layers reuse the LoRA machinery
 (lora.py: class swap, flat kernel view, merge, saving); the allocation runs inside the optimizer step
 (`AllocatesRanks`), in plain `keras.ops`, so it compiles with the step on every backend. Its schedule is
-tabulated in Python (exactly PEFT's integer arithmetic), and all its state is in layer variables, so a
-checkpoint resumes the allocation exactly.
+tabulated in Python (exactly PEFT's integer arithmetic), and its state (EMAs, masks) is optimizer variables,
+so a checkpoint resumes the allocation exactly; each layer keeps a copy of its mask for adapter files.
 """
 
 from __future__ import annotations
