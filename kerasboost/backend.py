@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,3 +291,29 @@ def peak_memory_mib() -> float:
         if tf.config.list_logical_devices("GPU"):
             return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def compiled(function: Callable, static: tuple[str, ...] = ()) -> Callable:
+    """`function` (pure `keras.ops` code: tensors in, tensors out, no Keras variables) as this backend runs
+    such code fastest: `jax.jit` (the keyword arguments named in `static` fixed at trace time), a
+    TensorFlow graph (retraced per Python value of those arguments), or eager PyTorch with autograd off."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function, static_argnames=static)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # No autograph: the code's loops are already graph ops (`ops.fori_loop`), and autograph would rewrite
+        # the custom-gradient GELU (models/fused_gelu.py) into something that no longer returns a tensor.
+        return tf.function(function, autograph=False, reduce_retracing=True)
+    import torch
+
+    def without_autograd(*args, **kwargs):
+        with torch.inference_mode():
+            return function(*args, **kwargs)
+
+    return without_autograd

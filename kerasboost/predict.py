@@ -2,7 +2,7 @@
 
 classification: the label and the probability of every label; mlm and bert_pretraining: the top-k fills of
 each mask token (the tokenizer's own, e.g. [MASK] or <mask>, written literally in the text) and the text
-with the best fills; causal_lm: continuations (keras-hub's samplers, as after training). Texts are
+with the best fills; causal_lm: continuations (generation.py, as after training). Texts are
 encoded exactly as the task encodes its training data, and run through the model in batches.
 """
 
@@ -21,7 +21,8 @@ from kerasboost.data.classification import encode_texts
 from kerasboost.data.sources import read_documents
 from kerasboost.data.tokenizer import tokenize, tokenize_stream
 from kerasboost.errors import InputError
-from kerasboost.models.causal_lm import detokenize, generate
+from kerasboost.generation import generate, token_generator
+from kerasboost.models.causal_lm import detokenize
 from kerasboost.recipe import DataConfig
 from kerasboost.runner import TrainedRun
 
@@ -62,12 +63,11 @@ def predictions(
     if task == "classification":
         yield from _classify(trained, texts, batch_size)
         return
+    if task == "causal_lm":
+        yield from _continue(trained, texts, batch_size, sampling)
+        return
     for start in range(0, len(texts), batch_size):
-        batch = texts[start : start + batch_size]
-        if task == "causal_lm":
-            yield from _continue(trained, batch, sampling)
-        else:
-            yield from _fill_masks(trained, batch, top_k)
+        yield from _fill_masks(trained, texts[start : start + batch_size], top_k)
 
 
 def write_jsonl(records: Iterator[dict], output: str | None) -> int:
@@ -183,19 +183,13 @@ def _fill_masks(trained: TrainedRun, texts: list[str], top_k: int) -> Iterator[d
         yield {"text": text, "fills": fills, "filled": detokenize(tokenizer, body[:-1])}
 
 
-def _continue(trained: TrainedRun, prompts: list[str], sampling: Sampling) -> Iterator[dict]:
-    outputs = generate(
-        trained.task.backbone,
-        trained.task.tokenizer,
-        prompts,
-        sampling.max_length,
-        sampling.strategy,
-        sampling.top_k,
-        sampling.top_p,
-        sampling.seed,
-    )
-    for prompt, (text, tokens) in zip(prompts, outputs):
-        yield {"prompt": prompt, "text": text, "tokens": tokens, "strategy": sampling.strategy}
+def _continue(trained: TrainedRun, prompts: list[str], batch_size: int, sampling: Sampling) -> Iterator[dict]:
+    generator = token_generator(trained.task.backbone, sampling.strategy, sampling.top_k, sampling.top_p)
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        outputs = generate(generator, trained.task.tokenizer, batch, sampling.max_length, sampling.seed)
+        for prompt, (text, tokens) in zip(batch, outputs):
+            yield {"prompt": prompt, "text": text, "tokens": tokens, "strategy": sampling.strategy}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Generation speed: kerasboost's causal-LM generation (keras-hub's samplers and KV cache, the path
-`kerasboost predict` / `generate` take) against transformers' `generate` (KV cache) on the same weights.
+"""Generation speed: kerasboost's causal-LM generation (generation.py, the path `kerasboost predict` /
+`generate` take, in the precision `train.precision: auto` picks on each backend) against transformers'
+`generate` (KV cache, eager PyTorch) in float32 and in bfloat16, on the same weights.
 
     python tools/generate_bench.py                      # GPT-2 small (12 layers, hidden 768), batch 8, 64 new tokens
     python tools/generate_bench.py --backends tensorflow --repeats 1
@@ -64,36 +65,39 @@ def build(directory: Path, size: dict) -> None:
 
 
 def measure_kerasboost(directory: Path, backend: str, batch: int, new_tokens: int, repeats: int) -> dict:
-    from kerasboost.backend import select_backend
+    """What `kerasboost predict` runs on a causal-LM run: the decoder in the precision `auto` picks."""
+    from kerasboost.backend import select_backend, use_precision
 
     select_backend(backend)
     from kerasboost.data.tokenizer import build_tokenizer
+    from kerasboost.generation import generate, token_generator
     from kerasboost.models.backbone import build_backbone
-    from kerasboost.models.causal_lm import generate
     from kerasboost.recipe import DataConfig, ModelConfig
     from kerasboost.rundir import RunDir
 
+    precision = use_precision("auto")
     model = ModelConfig(backbone="gpt2", preset=str(directory))
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = build_tokenizer(model, DataConfig(), RunDir(Path(scratch)))
     backbone = build_backbone(model, tokenizer.vocabulary_size())
+    generator = token_generator(backbone, "greedy", 1, 1.0)
     prompts = [PROMPT] * batch
     length = len(tokenizer(PROMPT)) + new_tokens
 
     def once() -> float:
         started = time.perf_counter()
-        generate(backbone, tokenizer, prompts, length, "greedy", 1, 1.0, 0)
+        generate(generator, tokenizer, prompts, length, 0)
         return time.perf_counter() - started
 
     first = once()
-    return {"first_call_s": first, "seconds": [once() for _ in range(repeats)]}
+    return {"precision": precision.policy, "first_call_s": first, "seconds": [once() for _ in range(repeats)]}
 
 
-def measure_transformers(directory: Path, batch: int, new_tokens: int, repeats: int) -> dict:
+def measure_transformers(directory: Path, batch: int, new_tokens: int, repeats: int, dtype: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=getattr(torch, dtype)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     ids = tokenizer([PROMPT] * batch, return_tensors="pt")
 
@@ -111,7 +115,7 @@ def measure_transformers(directory: Path, batch: int, new_tokens: int, repeats: 
         return time.perf_counter() - started
 
     first = once()
-    return {"first_call_s": first, "seconds": [once() for _ in range(repeats)]}
+    return {"precision": dtype, "first_call_s": first, "seconds": [once() for _ in range(repeats)]}
 
 
 def child(args) -> None:
@@ -119,8 +123,9 @@ def child(args) -> None:
     directory = Path(args.directory)
     if args.system == "build":
         return build(directory, QUICK if args.quick else SIZE)
-    if args.system == "transformers":
-        result = measure_transformers(directory, args.batch, args.new_tokens, 1)
+    if args.system.startswith("transformers"):
+        dtype = "bfloat16" if args.system.endswith("bf16") else "float32"
+        result = measure_transformers(directory, args.batch, args.new_tokens, 1, dtype)
     else:
         result = measure_kerasboost(directory, args.system, args.batch, args.new_tokens, 1)
     print(json.dumps({"system": args.system, **result}))
@@ -144,16 +149,17 @@ def main() -> None:
         subprocess.run(
             [sys.executable, __file__, "--child", "build", "--directory", str(directory), *quick], check=True
         )
-        systems = ["transformers", *args.backends.split(",")]
+        systems = ["transformers", "transformers-bf16", *args.backends.split(",")]
         arguments = ["--directory", str(directory), *["--batch", str(args.batch), "--new-tokens", str(args.new_tokens)]]
         results = interleaved(__file__, systems, arguments, args.repeats)
-    print("\n| system | new tokens/s (median) | first call s |")
-    print("|---|---|---|")
+    print("\n| system | precision | new tokens/s (median) | first call s |")
+    print("|---|---|---|---|")
     for system, rows in results.items():
         if rows:
             seconds = statistics.median(s for row in rows for s in row["seconds"])
             first = statistics.median(row["first_call_s"] for row in rows)
-            print(f"| {system} | {args.batch * args.new_tokens / seconds:,.1f} | {first:.1f} |")
+            rate = args.batch * args.new_tokens / seconds
+            print(f"| {system} | {rows[0]['precision']} | {rate:,.1f} | {first:.1f} |")
 
 
 if __name__ == "__main__":

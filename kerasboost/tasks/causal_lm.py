@@ -8,8 +8,9 @@ from kerasboost.architectures import architecture
 from kerasboost.data.causal import next_token_transform
 from kerasboost.data.prepare import PreparedData
 from kerasboost.data.tokenizer import describe_tokenizer
+from kerasboost.generation import generate, token_generator
 from kerasboost.models.backbone import build_backbone
-from kerasboost.models.causal_lm import build_causal_lm_model, generate
+from kerasboost.models.causal_lm import build_causal_lm_model
 from kerasboost.models.mlm import mlm_loss_and_metrics
 from kerasboost.tasks.task import Task, batches
 
@@ -36,16 +37,8 @@ def prepare(recipe, run, data: PreparedData):
         print("generations:", flush=True)
         with run.generations_file.open("a", encoding="utf-8") as handle:
             for strategy in settings.strategies:
-                outputs = generate(
-                    backbone,
-                    tokenizer,
-                    settings.prompts,
-                    settings.max_length,
-                    strategy,
-                    settings.top_k,
-                    settings.top_p,
-                    settings.seed,
-                )
+                generator = token_generator(backbone, strategy, settings.top_k, settings.top_p)
+                outputs = generate(generator, tokenizer, settings.prompts, settings.max_length, settings.seed)
                 for prompt, (text, tokens) in zip(settings.prompts, outputs):
                     print(f"  [{strategy}] {text!r}", flush=True)
                     record = {"step": step, "strategy": strategy, "prompt": prompt, "text": text, "tokens": tokens}
