@@ -10,6 +10,7 @@ matches. Everything else is frozen, except the layers named in
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from dataclasses import dataclass
@@ -165,10 +166,19 @@ def freeze_all_but(model: keras.Model, adapted: list, modules_to_save: list[str]
 
 
 def quantize_projections(model: keras.Model) -> None:
-    """Keras' int8 quantization of the frozen base's attention and feed-forward projections."""
-    for layer, _ in projections(model).values():
-        if not layer.quantization_mode:
-            layer.quantize("int8")
+    """Keras' int8 quantization of the frozen base's attention and feed-forward projections, with one garbage
+    collection at the end: Keras' `Layer.__delattr__` runs a full `gc.collect()` for every float kernel a
+    quantized layer drops, and in a process that holds a model and its graphs each pass takes a large
+    fraction of a second, for every projection of every block."""
+    collect = gc.collect
+    gc.collect = lambda generation=2: 0
+    try:
+        for layer, _ in projections(model).values():
+            if not layer.quantization_mode:
+                layer.quantize("int8")
+    finally:
+        gc.collect = collect
+    gc.collect()
 
 
 def weight_bytes(model: keras.Model) -> int:

@@ -18,3 +18,4 @@ if BACKEND:
     ]
 else:
     collect_ignore_glob = ["test_*.py"]
+
