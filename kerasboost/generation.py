@@ -203,8 +203,8 @@ def _layer_norm(x, norm, epsilon: float):
 
 
 def _forward(weights: dict, keys: list, values: list, token_ids, start, heads: int, epsilon: float, activation):
-    """Logits (float32) after each of `token_ids` (batch, new), which sit at positions start.. start + new,
-    and the caches (batch, heads, length, head_dim) with their keys and values written in."""
+    """The final hidden states (batch, new, hidden) of `token_ids` (batch, new), which sit at positions
+    start.. start + new, and the caches (batch, heads, length, head_dim) with their keys and values written in."""
     batch, new = token_ids.shape
     embedding = weights["token_embedding"]
     hidden = embedding.shape[1]
@@ -231,9 +231,12 @@ def _forward(weights: dict, keys: list, values: list, token_ids, start, heads: i
         x = x + ops.matmul(h, block["output"]) + block["output_bias"]
         new_keys.append(key_cache)
         new_values.append(value_cache)
-    x = _layer_norm(x, weights["final_norm"], epsilon)
-    logits = ops.cast(ops.matmul(x, ops.transpose(embedding)), "float32")
-    return logits, new_keys, new_values
+    return _layer_norm(x, weights["final_norm"], epsilon), new_keys, new_values
+
+
+def _logits(weights: dict, hidden):
+    """Next-token logits (float32) from final hidden states: the token embedding as output projection."""
+    return ops.cast(ops.matmul(hidden, ops.transpose(weights["token_embedding"])), "float32")
 
 
 def _prefill(weights: dict, prompt, length: int, heads: int, epsilon: float, activation):
@@ -243,8 +246,8 @@ def _prefill(weights: dict, prompt, length: int, heads: int, epsilon: float, act
     hidden = weights["token_embedding"].shape[1]
     shape = (batch, heads, length, hidden // heads)
     empty = [ops.zeros(shape, weights["token_embedding"].dtype) for _ in weights["blocks"]]
-    logits, keys, values = _forward(weights, empty, list(empty), prompt, 0, heads, epsilon, activation)
-    return logits[:, -1], keys, values
+    hidden, keys, values = _forward(weights, empty, list(empty), prompt, 0, heads, epsilon, activation)
+    return _logits(weights, hidden[:, -1]), keys, values
 
 
 def _loop(
@@ -264,10 +267,10 @@ def _loop(
     def body(index, state):
         token_ids, keys, values, logits = state
         token_ids, chosen = place(index, token_ids, logits)
-        logits, keys, values = _forward(
+        hidden, keys, values = _forward(
             weights, keys, values, ops.cast(chosen, "int32")[:, None], index, heads, epsilon, activation
         )
-        return token_ids, keys, values, logits[:, 0]
+        return token_ids, keys, values, _logits(weights, hidden[:, 0])
 
     state = ops.fori_loop(start, length - 1, body, (token_ids, list(keys), list(values), logits))
     token_ids, _, _, logits = state
