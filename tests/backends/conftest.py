@@ -18,4 +18,3 @@ if BACKEND:
     ]
 else:
     collect_ignore_glob = ["test_*.py"]
-
