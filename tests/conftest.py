@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import helpers  # noqa: E402,F401  (snapshots the environment before any test imports TensorFlow)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """Longest tests first: with two workers, a long test that starts last runs alone at the end. Tests that
     share a module-scoped fixture (one run per backend, say) go to one worker as a group (`--dist loadgroup`),
@@ -22,4 +23,4 @@ def pytest_collection_modifyitems(items):
             and item._fixtureinfo.name2fixturedefs[name][-1].scope == "module"
         ]
         if shared:
-            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}[{','.join(shared)}]"))
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{','.join(shared)}"))
