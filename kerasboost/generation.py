@@ -31,7 +31,7 @@ from kerasboost.backend import compiled
 from kerasboost.errors import InputError
 from kerasboost.models.block_settings import feed_forward_activation, layer_norm_epsilon
 from kerasboost.models.causal_lm import detokenize
-from kerasboost.peft.bottleneck import BottleneckLayer
+from kerasboost.peft.inject import mergeable
 from kerasboost.peft.lora import LoraLayer, float_kernel
 
 STRATEGIES = ("greedy", "top_k", "top_p")
@@ -91,11 +91,13 @@ def decodes(backbone) -> bool:
     """Whether `Decoder` can read `backbone`: keras-hub's pre-LN decoder blocks, no bottleneck adapters (an
     activation between their projections cannot be folded into a weight)."""
     blocks = getattr(backbone, "transformer_layers", None)
-    return bool(blocks) and all(
-        getattr(block, "normalize_first", False)
-        and getattr(block, SELF_ATTENTION_ATTRIBUTE, None) is not None
-        and not any(isinstance(layer, BottleneckLayer) for layer in block._flatten_layers())
-        for block in blocks
+    return (
+        bool(blocks)
+        and all(
+            getattr(block, "normalize_first", False) and getattr(block, SELF_ATTENTION_ATTRIBUTE, None) is not None
+            for block in blocks
+        )
+        and mergeable(backbone)
     )
 
 
