@@ -26,8 +26,8 @@ from kerasboost.models.causal_lm import detokenize
 from kerasboost.recipe import DataConfig
 from kerasboost.runner import TrainedRun
 
-# Classification batches are padded to their longest text rounded up to this (compiled shapes stay few).
-WIDTH_STEP = 32
+# Classification texts are labelled a window of this many batches at a time, each window sorted by length.
+WINDOW_BATCHES = 64
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def predictions(
         yield from _continue(trained, texts, batch_size, sampling)
         return
     for start in range(0, len(texts), batch_size):
-        yield from _fill_masks(trained, texts[start : start + batch_size], top_k)
+        yield from _fill_masks(trained, texts[start : start + batch_size], top_k, first=start + 1)
 
 
 def write_jsonl(records: Iterator[dict], output: str | None) -> int:
@@ -117,18 +117,23 @@ def model_inputs(trained: TrainedRun, texts: list[str]) -> dict[str, np.ndarray]
 
 
 def _classify(trained: TrainedRun, texts: list[str], batch_size: int) -> Iterator[dict]:
-    """Labels in batches: one tokenizing stream for all texts (a tf.data pipeline costs a trace to start),
-    each batch trimmed to its longest text (rounded up to `WIDTH_STEP`, so few shapes compile) and run by
-    the model's compiled predict step."""
+    """Labels, a window of `WINDOW_BATCHES` batches at a time: one tokenizing stream for all texts (a tf.data
+    pipeline costs a trace to start), the window's texts batched by length (`length_sorted_batches`), each
+    batch trimmed to `padded_width` and run by the model's compiled predict step, the window's records then
+    given in input order."""
     names = json.loads(trained.run_dir.labels_file.read_text(encoding="utf-8"))
-    batches = (texts[start : start + batch_size] for start in range(0, len(texts), batch_size))
-    tokenized = tokenize_stream(trained.task.tokenizer, batches, workers=1)
-    for start, token_ids in zip(range(0, len(texts), batch_size), tokenized):
+    window = batch_size * WINDOW_BATCHES
+    starts = range(0, len(texts), window)
+    tokenized = tokenize_stream(trained.task.tokenizer, (texts[start : start + window] for start in starts), workers=1)
+    for start, token_ids in zip(starts, tokenized):
         x = _encoded(trained, token_ids)
-        width = min(-(-int(x["padding_mask"].sum(axis=1).max()) // WIDTH_STEP) * WIDTH_STEP, x["token_ids"].shape[1])
-        logits = trained.task.model.predict_on_batch({key: value[:, :width] for key, value in x.items()})
-        probabilities = _softmax(np.asarray(logits, dtype="float64"))
-        for text, row in zip(texts[start : start + batch_size], probabilities):
+        lengths = x["padding_mask"].sum(axis=1)
+        probabilities = np.zeros((len(token_ids), len(names)))
+        for rows in length_sorted_batches(lengths, batch_size):
+            width = padded_width(int(lengths[rows].max()), x["token_ids"].shape[1])
+            logits = trained.task.model.predict_on_batch({key: value[rows, :width] for key, value in x.items()})
+            probabilities[rows] = _softmax(np.asarray(logits, dtype="float64"))
+        for text, row in zip(texts[start : start + window], probabilities):
             yield {
                 "text": text,
                 "label": names[int(row.argmax())],
@@ -136,14 +141,32 @@ def _classify(trained: TrainedRun, texts: list[str], batch_size: int) -> Iterato
             }
 
 
-def _fill_masks(trained: TrainedRun, texts: list[str], top_k: int) -> Iterator[dict]:
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row indices of `batch_size` rows each, longest rows first: texts of similar length share a batch, so
+    padding to a batch's longest costs little (a batch of texts in input order pads most of them to the
+    longest of all)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def padded_width(longest: int, limit: int) -> int:
+    """How wide a batch whose longest row has `longest` tokens is run: rounded up to a multiple of an eighth
+    of its power of two (at least 8), at most `limit`. Padding stays under 8 tokens or a quarter, and a compiled model
+    sees a dozen widths up to 128."""
+    step = max(8, 1 << max(longest.bit_length() - 3, 0))
+    return min(-(-longest // step) * step, limit)
+
+
+def _fill_masks(trained: TrainedRun, texts: list[str], top_k: int, first: int) -> Iterator[dict]:
+    """The top-k fills of each mask of a batch of `texts`, the first of which is text number `first` of the
+    input (errors name it so)."""
     tokenizer, spec = trained.task.tokenizer, architecture_of(trained.task.backbone)
     mask_id = tokenizer.mask_token_id
     mask = tokenizer.id_to_token(mask_id)
     split = [text.split(mask) for text in texts]
     for index, pieces in enumerate(split):
         if len(pieces) == 1:
-            raise InputError(f"predict: text {index + 1} has no {mask} to fill: {texts[index][:60]!r}")
+            raise InputError(f"predict: text {first + index} has no {mask} to fill: {texts[index][:60]!r}")
     tokens = iter(tokenize(tokenizer, [piece for pieces in split for piece in pieces]))
     rows = []
     for pieces in split:
@@ -153,10 +176,12 @@ def _fill_masks(trained: TrainedRun, texts: list[str], top_k: int) -> Iterator[d
             ids.extend(int(i) for i in next(tokens))
         rows.append(np.asarray(ids, dtype=np.int32))
     x = _encoded(trained, rows)
+    width = padded_width(int(x["padding_mask"].sum(axis=1).max()), x["token_ids"].shape[1])
+    x = {key: value[:, :width] for key, value in x.items()}
     positions = [np.flatnonzero(row == mask_id) for row in x["token_ids"]]
     for index, found in enumerate(positions):
         if not len(found):
-            raise InputError(f"predict: text {index + 1}: its {mask} lies past data.sequence_length")
+            raise InputError(f"predict: text {first + index}: its {mask} lies past data.sequence_length")
     slots = np.zeros((len(texts), max(len(found) for found in positions)), dtype=np.int32)
     for row, found in enumerate(positions):
         slots[row, : len(found)] = found

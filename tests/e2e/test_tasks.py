@@ -335,8 +335,11 @@ def test_predict_fills_masks_from_a_pretraining_run(runs):
     probabilities = [fill["probability"] for fill in rows[0]["fills"][0]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
     assert "[MASK]" not in rows[0]["filled"] and rows[0]["fills"][0][0]["token"] in rows[0]["filled"]
-    unmasked = kerasboost("predict", str(pretrain), "--text", "no mask here", backend=backend)
-    assert unmasked.returncode == 2 and "text 1 has no [MASK] to fill" in unmasked.stderr
+    # Counted over the whole input, not within the batch.
+    unmasked = kerasboost(
+        "predict", str(pretrain), "--text", "a [MASK]", "--text", "no mask here", "--batch-size", "1", backend=backend
+    )
+    assert unmasked.returncode == 2 and "text 2 has no [MASK] to fill" in unmasked.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
