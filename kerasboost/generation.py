@@ -26,7 +26,7 @@ import numpy as np
 from keras import ops
 
 from kerasboost.architectures import architecture_of
-from kerasboost.architectures.spec import KERAS_HUB_PROJECTIONS, SELF_ATTENTION_ATTRIBUTE
+from kerasboost.architectures.spec import KERAS_HUB_BLOCK_NORMS, KERAS_HUB_PROJECTIONS, SELF_ATTENTION_ATTRIBUTE
 from kerasboost.backend import compiled
 from kerasboost.errors import InputError
 from kerasboost.models.block_settings import feed_forward_activation, layer_norm_epsilon
@@ -88,13 +88,15 @@ def generate(
 
 
 def decodes(backbone) -> bool:
-    """Whether `Decoder` can read `backbone`: keras-hub's pre-LN decoder blocks, no bottleneck adapters (an
-    activation between their projections cannot be folded into a weight)."""
+    """Whether `Decoder` can read `backbone`: keras-hub's pre-LN decoder blocks (with the attention and norms
+    `architectures/spec.py` names), no bottleneck adapters (an activation between their projections cannot
+    be folded into a weight)."""
     blocks = getattr(backbone, "transformer_layers", None)
+    parts = (SELF_ATTENTION_ATTRIBUTE, *KERAS_HUB_BLOCK_NORMS.values())
     return (
         bool(blocks)
         and all(
-            getattr(block, "normalize_first", False) and getattr(block, SELF_ATTENTION_ATTRIBUTE, None) is not None
+            getattr(block, "normalize_first", False) and all(getattr(block, name, None) is not None for name in parts)
             for block in blocks
         )
         and mergeable(backbone)
@@ -176,12 +178,12 @@ def decoder_weights(backbone) -> dict:
         output = getattr(attention, _ATTRIBUTE["attention_output"])
         blocks.append(
             {
-                "attention_norm": norm(block._self_attention_layer_norm),
+                "attention_norm": norm(getattr(block, KERAS_HUB_BLOCK_NORMS["attention"])),
                 "qkv": ops.concatenate([flat_kernel(layer, 1) for layer in qkv], axis=1),
                 "qkv_bias": ops.concatenate([bias(layer) for layer in qkv], axis=0),
                 "attention_output": flat_kernel(output, 2),
                 "attention_output_bias": bias(output),
-                "feedforward_norm": norm(block._feedforward_layer_norm),
+                "feedforward_norm": norm(getattr(block, KERAS_HUB_BLOCK_NORMS["feedforward"])),
                 "intermediate": flat_kernel(getattr(block, _ATTRIBUTE["intermediate"]), 1),
                 "intermediate_bias": bias(getattr(block, _ATTRIBUTE["intermediate"])),
                 "output": flat_kernel(getattr(block, _ATTRIBUTE["output"]), 1),

@@ -17,6 +17,9 @@ KERAS_HUB_PROJECTIONS = {
     "_feedforward_output_dense": "output",
 }
 SELF_ATTENTION_ATTRIBUTE = "_self_attention_layer"
+# The blocks' layer norms, by which sublayer they belong to (before it in a pre-LN block such as GPT-2's, after
+# it in a post-LN one such as BERT's): sublayer -> keras-hub's private attribute.
+KERAS_HUB_BLOCK_NORMS = {"attention": "_self_attention_layer_norm", "feedforward": "_feedforward_layer_norm"}
 
 # Where bottleneck adapters sit in keras-hub's blocks, by `peft.bottleneck.placement`, as target names. Serial
 # placements adapt each site's output; "parallel" reads the input of its first site and adds to the output of
