@@ -130,8 +130,7 @@ def _classify(trained: TrainedRun, texts: list[str], batch_size: int) -> Iterato
         lengths = x["padding_mask"].sum(axis=1)
         probabilities = np.zeros((len(token_ids), len(names)))
         for rows in length_sorted_batches(lengths, batch_size):
-            width = padded_width(int(lengths[rows].max()), x["token_ids"].shape[1])
-            logits = trained.task.model.predict_on_batch({key: value[rows, :width] for key, value in x.items()})
+            logits = trained.task.model.predict_on_batch(_narrowed(x, rows))
             probabilities[rows] = _softmax(np.asarray(logits, dtype="float64"))
         for text, row in zip(texts[start : start + window], probabilities):
             yield {
@@ -151,10 +150,17 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
 
 def padded_width(longest: int, limit: int) -> int:
     """How wide a batch whose longest row has `longest` tokens is run: rounded up to a multiple of an eighth
-    of its power of two (at least 8), at most `limit`. Padding stays under 8 tokens or a quarter, and a compiled model
-    sees a dozen widths up to 128."""
+    of its power of two (at least 8), at most `limit`. Padding stays under 8 tokens or a quarter, and a
+    compiled model sees a dozen widths up to 128."""
     step = max(8, 1 << max(longest.bit_length() - 3, 0))
     return min(-(-longest // step) * step, limit)
+
+
+def _narrowed(x: dict[str, np.ndarray], rows) -> dict[str, np.ndarray]:
+    """`rows` of the model inputs `x`, cut to the `padded_width` of their longest row."""
+    x = {key: value[rows] for key, value in x.items()}
+    width = padded_width(int(x["padding_mask"].sum(axis=1).max()), x["token_ids"].shape[1])
+    return {key: value[:, :width] for key, value in x.items()}
 
 
 def _fill_masks(trained: TrainedRun, texts: list[str], top_k: int, first: int) -> Iterator[dict]:
@@ -175,9 +181,7 @@ def _fill_masks(trained: TrainedRun, texts: list[str], top_k: int, first: int) -
             ids.extend([mask_id] if number else [])
             ids.extend(int(i) for i in next(tokens))
         rows.append(np.asarray(ids, dtype=np.int32))
-    x = _encoded(trained, rows)
-    width = padded_width(int(x["padding_mask"].sum(axis=1).max()), x["token_ids"].shape[1])
-    x = {key: value[:, :width] for key, value in x.items()}
+    x = _narrowed(_encoded(trained, rows), slice(None))
     positions = [np.flatnonzero(row == mask_id) for row in x["token_ids"]]
     for index, found in enumerate(positions):
         if not len(found):
